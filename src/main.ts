@@ -1,0 +1,53 @@
+#!/usr/bin/env bun
+/**
+ * rbee-hive entry point: flags → config → services → listen → signals. Daemon-only.
+ */
+import { parseCli, USAGE } from "./cli.ts";
+import { ConfigError, loadConfig } from "./config.ts";
+import { createLogger, parseLogLevel } from "./shared/logger.ts";
+import { startHive, StartupError } from "./hive.ts";
+import { VERSION } from "./version.ts";
+
+async function main(argv: string[]): Promise<void> {
+  const command = parseCli(argv);
+  switch (command.kind) {
+    case "help":
+      console.log(USAGE);
+      return;
+    case "version":
+      console.log(`rbee-hive ${VERSION}`);
+      return;
+    case "error":
+      console.error(command.message);
+      process.exit(command.exitCode);
+  }
+
+  let loaded;
+  try {
+    loaded = loadConfig({ flags: command.flags });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`rbee-hive: ${e.message}`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const format =
+    loaded.config.server.log_format === "auto" ? (process.stderr.isTTY ? "pretty" : "json") : loaded.config.server.log_format;
+  const logger = createLogger({ format, level: parseLogLevel(process.env.RBEE_LOG) });
+
+  let hive;
+  try {
+    hive = await startHive(loaded, logger);
+  } catch (e) {
+    if (e instanceof StartupError) {
+      logger.error(e.message);
+      console.error(`rbee-hive: ${e.message}`);
+      process.exit(1);
+    }
+    throw e;
+  }
+  hive.shutdown.installSignalHandlers();
+}
+
+await main(process.argv.slice(2));

@@ -1,0 +1,118 @@
+/**
+ * Graceful shutdown: stop accepting, end SSE streams (abort `signal`), run the registered teardown
+ * steps in order within a bounded total time, then exit. A second signal forces: the registered
+ * force steps (SIGKILL to every worker group) run synchronously and the process exits at once.
+ */
+import type { Logger } from "./shared/logger.ts";
+
+export interface TeardownStep {
+  name: string;
+  run: () => Promise<void> | void;
+}
+
+export interface ShutdownResult {
+  timedOut: boolean;
+  failed: string[];
+  ms: number;
+}
+
+export class ShutdownCoordinator {
+  private readonly controller = new AbortController();
+  private readonly steps: TeardownStep[] = [];
+  private readonly forceSteps: Array<() => void> = [];
+  private running: Promise<ShutdownResult> | null = null;
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly totalTimeoutMs: number,
+  ) {}
+
+  /** Aborted as soon as shutdown starts: long-lived streams listen to it. */
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  get started(): boolean {
+    return this.running !== null;
+  }
+
+  /** Steps run in registration order. */
+  register(name: string, run: TeardownStep["run"]): void {
+    this.steps.push({ name, run });
+  }
+
+  /** Synchronous last resort when a second signal arrives or the bound is exceeded. */
+  registerForce(fn: () => void): void {
+    this.forceSteps.push(fn);
+  }
+
+  /** Idempotent: a second call returns the first run. */
+  run(reason: string): Promise<ShutdownResult> {
+    this.running ??= this.execute(reason);
+    return this.running;
+  }
+
+  force(): void {
+    for (const fn of this.forceSteps) {
+      try {
+        fn();
+      } catch (e) {
+        this.logger.error("force step failed", { err: String(e) });
+      }
+    }
+  }
+
+  private async execute(reason: string): Promise<ShutdownResult> {
+    const started = performance.now();
+    this.logger.info("shutting down", { reason, timeout_s: this.totalTimeoutMs / 1000 });
+    this.controller.abort();
+    const failed: string[] = [];
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), this.totalTimeoutMs);
+    });
+    const all = (async () => {
+      for (const step of this.steps) {
+        try {
+          await step.run();
+        } catch (e) {
+          failed.push(step.name);
+          this.logger.error("teardown step failed", { step: step.name, err: (e as Error)?.message ?? String(e) });
+        }
+      }
+      return "done" as const;
+    })();
+    const outcome = await Promise.race([all, deadline]);
+    clearTimeout(timer);
+    const timedOut = outcome === "timeout";
+    if (timedOut) {
+      this.logger.warn("shutdown bound exceeded; forcing", { timeout_s: this.totalTimeoutMs / 1000 });
+      this.force();
+    }
+    const ms = Math.round(performance.now() - started);
+    this.logger.info("shutdown complete", { ms, timed_out: timedOut, failed: failed.length ? failed : undefined });
+    return { timedOut, failed, ms };
+  }
+
+  /**
+   * SIGTERM (systemd) and SIGINT both start the graceful path; a second signal forces.
+   * `exit` is injected so tests can observe it.
+   */
+  installSignalHandlers(exit: (code: number) => void = (c) => process.exit(c)): () => void {
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (this.running) {
+        this.logger.warn("second signal: forcing exit", { signal: sig });
+        this.force();
+        exit(1);
+        return;
+      }
+      void this.run(sig).then(() => exit(0));
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+    return () => {
+      process.off("SIGTERM", onSignal);
+      process.off("SIGINT", onSignal);
+    };
+  }
+}
