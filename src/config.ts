@@ -255,7 +255,8 @@ function expandHome(p: string, home: string): string {
 export function parseAddr(addr: string): { host: string; port: number } {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(addr) ?? /^([^:]+):(\d+)$/.exec(addr);
   const port = m ? Number(m[2]) : NaN;
-  if (!m || !Number.isInteger(port) || port < 1 || port > 65535) {
+  // Port 0 asks the OS for a free port (tests).
+  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
     throw new ConfigError(`server.addr: "${addr}" is not HOST:PORT (e.g. 127.0.0.1:9200)`);
   }
   return { host: m[1]!, port };

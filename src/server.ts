@@ -27,17 +27,18 @@ export function serve(fetch: FetchHandler, opts: ServeOptions): HiveServer {
     hostname: opts.host,
     port: opts.port,
     reusePort: false,
-    maxRequestBodySize: opts.bodyLimitBytes,
+    // Bun's own cap answers 413 with an empty body; ours (below) answers with the JSON error.
+    maxRequestBodySize: Math.max(opts.bodyLimitBytes * 4, 16 * 1024 * 1024),
     idleTimeout: 30,
     async fetch(request, srv) {
       const started = performance.now();
       let response: Response;
-      const length = Number(request.headers.get("content-length") ?? 0);
-      if (length > opts.bodyLimitBytes) {
-        response = jsonError(413, "PAYLOAD_TOO_LARGE", `request body is ${length} bytes; the limit is ${opts.bodyLimitBytes}`);
+      const limited = await enforceBodyLimit(request, opts.bodyLimitBytes);
+      if (limited instanceof Response) {
+        response = limited;
       } else {
         try {
-          response = await fetch(request, srv);
+          response = await fetch(limited, srv);
         } catch (e) {
           opts.logger.error("request crashed", { err: (e as Error)?.stack ?? String(e) });
           response = jsonError(500, "INTERNAL", "internal error");
@@ -63,4 +64,34 @@ export function serve(fetch: FetchHandler, opts: ServeOptions): HiveServer {
     url: `http://${hostForUrl}:${server.port}`,
     stop: (force = false) => server.stop(force),
   };
+}
+
+const tooLarge = (limit: number, size?: number) =>
+  jsonError(413, "PAYLOAD_TOO_LARGE", `request body ${size !== undefined ? `is ${size} bytes` : "is too large"}; the limit is ${limit} bytes`);
+
+/**
+ * Reject bodies over the limit with the JSON error. A declared length is checked up front; a
+ * chunked body is read up to the limit and handed on as a buffered request.
+ */
+async function enforceBodyLimit(request: Request, limit: number): Promise<Request | Response> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null) {
+    const length = Number(declared);
+    return length > limit ? tooLarge(limit, length) : request;
+  }
+  if (!request.body) return request;
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      void reader.cancel();
+      return tooLarge(limit);
+    }
+    chunks.push(value);
+  }
+  return new Request(request.url, { method: request.method, headers: request.headers, body: Buffer.concat(chunks), signal: request.signal });
 }
