@@ -4,11 +4,25 @@
  */
 import { mkdirSync } from "node:fs";
 import type { LoadedConfig } from "./config.ts";
-import { bindPolicyViolation, tokenFingerprint } from "./shared/auth-min.ts";
+import { bindPolicyViolation, isLoopbackHost, tokenFingerprint } from "./shared/auth-min.ts";
 import type { Logger } from "./shared/logger.ts";
+import { systemClock, type Clock } from "./shared/clock.ts";
+import { spawnSupervised, type Spawner } from "./shared/daemon-lifecycle.ts";
+import { HttpClient, type FetchLike } from "./shared/http-client.ts";
 import { createApp } from "./app.ts";
 import { serve, type HiveServer } from "./server.ts";
 import { ShutdownCoordinator } from "./shutdown.ts";
+import { EventBus } from "./event-bus.ts";
+import { WorkerRegistry } from "./registry.ts";
+import { PortAllocator } from "./port-allocator.ts";
+import { RestartPolicy } from "./restart.ts";
+import { createModelResolver } from "./model-resolver.ts";
+import { QueenNotifier } from "./queen.ts";
+import { WorkerLifecycleManager } from "./worker-lifecycle.ts";
+import { HealthMonitor } from "./monitor.ts";
+import { workersController } from "./http/workers.ts";
+import { eventsController } from "./http/events.ts";
+import type { ServerRef } from "./http/server-ref.ts";
 import { VERSION } from "./version.ts";
 
 export class StartupError extends Error {
@@ -18,21 +32,81 @@ export class StartupError extends Error {
   }
 }
 
+/** Seams for tests and benches; production uses the defaults. */
+export interface HiveOverrides {
+  spawner?: Spawner;
+  clock?: Clock;
+  fetch?: FetchLike;
+  random?: () => number;
+  /** Extra environment for every worker process. */
+  workerEnv?: Record<string, string>;
+  /** Echo worker output lines (default: to stderr unless [workers] silent). */
+  echo?: ((line: string) => void) | null;
+}
+
 export interface Hive {
   server: HiveServer;
   shutdown: ShutdownCoordinator;
   url: string;
+  registry: WorkerRegistry;
+  lifecycle: WorkerLifecycleManager;
+  monitor: HealthMonitor;
+  bus: EventBus;
 }
 
-export async function startHive(loaded: LoadedConfig, logger: Logger): Promise<Hive> {
+export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOverrides = {}): Promise<Hive> {
   const { config, secrets, resolved } = loaded;
   const violation = bindPolicyViolation(resolved.host, secrets.apiToken);
   if (violation) throw new StartupError(violation);
 
   for (const dir of [resolved.dataDir, resolved.modelsDir, resolved.logsDir]) mkdirSync(dir, { recursive: true });
 
+  const clock = o.clock ?? systemClock;
   const shutdown = new ShutdownCoordinator(logger, config.shutdown.total_timeout_s * 1000);
-  const app = createApp({ config, logger, apiToken: secrets.apiToken });
+  const bus = new EventBus(config.server.events_buffer, () => clock.now());
+  const registry = new WorkerRegistry(logger, () => clock.now(), config.workers.exited_retention_s * 1000);
+  const http = new HttpClient(o.fetch);
+  const workerHost = config.workers.host;
+  const ports = new PortAllocator({
+    min: config.workers.port_min,
+    max: config.workers.port_max,
+    // Upstream workers bind 0.0.0.0: a port is only free if both that and the worker host bind.
+    probeHosts: [...new Set(["0.0.0.0", workerHost === "localhost" ? "127.0.0.1" : workerHost])],
+  });
+  let callbackBase = "";
+  const lifecycle = new WorkerLifecycleManager({
+    config,
+    logsDir: resolved.logsDir,
+    registry,
+    bus,
+    logger,
+    spawner: o.spawner ?? spawnSupervised,
+    clock,
+    http,
+    ports,
+    models: createModelResolver({ modelsDir: resolved.modelsDir, allowedRoots: config.paths.allowed_model_roots }),
+    restartPolicy: new RestartPolicy(config.restart, o.random),
+    queen: new QueenNotifier(http, logger, config.queen.callback_url, secrets.apiToken),
+    callbackBase: () => callbackBase,
+    workerEnv: o.workerEnv,
+    echo:
+      o.echo === null || (o.echo === undefined && config.workers.silent)
+        ? undefined
+        : (o.echo ?? ((line: string) => process.stderr.write(line + "\n"))),
+  });
+  const monitor = new HealthMonitor({ config: config.monitor, registry, lifecycle, http, bus, clock, logger });
+
+  const serverRef: ServerRef = { current: null };
+  const app = createApp({
+    config,
+    logger,
+    apiToken: secrets.apiToken,
+    callbackAccess: (path, body) => lifecycle.callbackAccess(path, body),
+    controllers: [
+      workersController(lifecycle, registry),
+      eventsController(bus, { keepAliveMs: config.server.sse_keepalive_s * 1000, shutdown: shutdown.signal, server: serverRef }),
+    ],
+  });
 
   let server: HiveServer;
   try {
@@ -49,9 +123,22 @@ export async function startHive(loaded: LoadedConfig, logger: Logger): Promise<H
     }
     throw new StartupError(`cannot bind ${config.server.addr}: ${(e as Error).message}`);
   }
+  serverRef.current = server.server;
+  // Workers run on this host: they reach us on loopback unless we bound one specific address.
+  const reachableHost = resolved.host === "0.0.0.0" || resolved.host === "::" ? "127.0.0.1" : resolved.host;
+  callbackBase = `http://${reachableHost.includes(":") ? `[${reachableHost}]` : reachableHost}:${server.server.port}`;
+  monitor.start();
 
-  // Teardown order: stop accepting first; open streams end through shutdown.signal.
-  shutdown.register("http server", () => server.stop(false).catch(() => server.stop(true)));
+  // Teardown order: stop accepting (open streams end through shutdown.signal), stop the monitor so
+  // nothing is restarted, stop every worker in parallel, then close storage.
+  shutdown.register("http server", async () => {
+    const graceful = server.stop(false);
+    const timeout = Bun.sleep(1000).then(() => "timeout" as const);
+    if ((await Promise.race([graceful, timeout])) === "timeout") await server.stop(true);
+  });
+  shutdown.register("monitor", () => monitor.stop());
+  shutdown.register("workers", () => lifecycle.stopAll(config.shutdown.worker_grace_s * 1000));
+  shutdown.registerForce(() => lifecycle.killAll());
 
   logger.info("rbee-hive listening", {
     url: server.url,
@@ -59,7 +146,8 @@ export async function startHive(loaded: LoadedConfig, logger: Logger): Promise<H
     data_dir: resolved.dataDir,
     models_dir: resolved.modelsDir,
     auth: secrets.apiToken ? tokenFingerprint(secrets.apiToken) : "off (loopback only)",
+    loopback: isLoopbackHost(resolved.host),
     config: loaded.source,
   });
-  return { server, shutdown, url: server.url };
+  return { server, shutdown, url: server.url, registry, lifecycle, monitor, bus };
 }

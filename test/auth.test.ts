@@ -76,7 +76,7 @@ describe("auth on a protected route", () => {
   const call = (headers: Record<string, string> = {}) => fetch(server.url + "/v1/protected", { headers });
 
   test("missing, malformed, lower-case prefix, empty, over-long → MISSING_API_KEY", async () => {
-    for (const headers of [
+    for (const headers of <Record<string, string>[]>[
       {},
       { authorization: TOKEN },
       { authorization: `bearer ${TOKEN}` },
@@ -85,14 +85,14 @@ describe("auth on a protected route", () => {
     ]) {
       const res = await call(headers);
       expect(res.status).toBe(401);
-      expect(await res.json()).toEqual({ error: { code: "MISSING_API_KEY", message: "Missing API key" } });
+      expect((await res.json() as any)).toEqual({ error: { code: "MISSING_API_KEY", message: "Missing API key" } });
     }
   });
 
   test("wrong token → INVALID_API_KEY, logged only by fingerprint", async () => {
     const res = await call({ authorization: "Bearer wrong-token-value" });
     expect(res.status).toBe(401);
-    expect(await res.json()).toEqual({ error: { code: "INVALID_API_KEY", message: "Invalid or missing API key" } });
+    expect((await res.json() as any)).toEqual({ error: { code: "INVALID_API_KEY", message: "Invalid or missing API key" } });
     const all = logger.lines.join("\n");
     expect(all).toContain(tokenFingerprint("wrong-token-value"));
     expect(all).not.toContain("wrong-token-value");
@@ -102,7 +102,7 @@ describe("auth on a protected route", () => {
   test("right token → 200", async () => {
     const res = await call({ authorization: `Bearer ${TOKEN}` });
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ ok: true });
+    expect((await res.json() as any)).toEqual({ ok: true });
   });
 });
 

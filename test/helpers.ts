@@ -65,3 +65,85 @@ export function pidAlive(pid: number): boolean {
 }
 
 export { defaultConfig };
+
+import { startHive, type Hive, type HiveOverrides } from "../src/hive.ts";
+import { mkdirSync, writeFileSync } from "node:fs";
+
+export interface TestHive extends Hive {
+  dataDir: string;
+  modelsDir: string;
+  /** A small model file under the models dir, as a file: model_ref. */
+  modelRef: string;
+  token?: string;
+  api(path: string, init?: RequestInit & { json?: unknown; auth?: boolean }): Promise<Response>;
+  spawn(body?: Record<string, unknown>): Promise<{ worker_id: string; url: string; state: string }>;
+  waitState(id: string, pred: (w: any) => boolean, what?: string, timeoutMs?: number): Promise<any>;
+  close(): Promise<void>;
+}
+
+/** An in-process hive on 127.0.0.1:0 whose default worker is the fake worker. */
+export async function startTestHive(
+  opts: {
+    config?: DeepPartial<HiveConfig>;
+    workerEnv?: Record<string, string>;
+    token?: string;
+    env?: Record<string, string>;
+    overrides?: HiveOverrides;
+  } = {},
+): Promise<TestHive> {
+  const dir = tempDir();
+  const loaded = testConfig(
+    dir.path,
+    {
+      ...opts.config,
+      workers: { binary: FAKE_WORKER, silent: true, stop_grace_s: 2, port_min: 20000 + Math.floor(Math.random() * 20000), port_max: 65000, ...opts.config?.workers },
+      monitor: { interval_s: 3600, ...opts.config?.monitor },
+      restart: { enabled: false, ...opts.config?.restart },
+      shutdown: { worker_grace_s: 1, total_timeout_s: 5, ...opts.config?.shutdown },
+    },
+    { ...(opts.token ? { LLORCH_API_TOKEN: opts.token } : {}), ...opts.env },
+  );
+  const modelsDir = loaded.resolved.modelsDir;
+  mkdirSync(modelsDir, { recursive: true });
+  writeFileSync(join(modelsDir, "tiny.gguf"), "GGUF fake model");
+  const hive = await startHive(loaded, memoryLogger(), { echo: null, workerEnv: opts.workerEnv, ...opts.overrides });
+  const api: TestHive["api"] = (path, init = {}) => {
+    const headers = new Headers(init.headers);
+    if (init.json !== undefined) headers.set("content-type", "application/json");
+    if (opts.token && init.auth !== false) headers.set("authorization", `Bearer ${opts.token}`);
+    return fetch(hive.url + path, {
+      ...init,
+      method: init.method ?? (init.json !== undefined ? "POST" : "GET"),
+      headers,
+      body: init.json !== undefined ? JSON.stringify(init.json) : init.body,
+    });
+  };
+  const modelRef = `file:${join(modelsDir, "tiny.gguf")}`;
+  return Object.assign(hive, {
+    dataDir: dir.path,
+    modelsDir,
+    modelRef,
+    token: opts.token,
+    api,
+    async spawn(body: Record<string, unknown> = {}) {
+      const res = await api("/v1/workers/spawn", { json: { model_ref: modelRef, backend: "cpu", device: 0, ...body } });
+      if (res.status !== 200) throw new Error(`spawn failed: ${res.status} ${await res.text()}`);
+      return (await res.json()) as { worker_id: string; url: string; state: string };
+    },
+    async waitState(id: string, pred: (w: any) => boolean, what = "worker state", timeoutMs = 5000) {
+      return waitFor(
+        async () => {
+          const res = await api(`/v1/workers/${id}`);
+          if (res.status !== 200) return undefined;
+          const w: any = await res.json();
+          return pred(w) ? w : undefined;
+        },
+        { what, timeoutMs },
+      );
+    },
+    async close() {
+      await hive.shutdown.run("test done");
+      dir.cleanup();
+    },
+  });
+}

@@ -28,7 +28,7 @@ describe("error bodies", () => {
   test("health has exactly the upstream shape", async () => {
     const res = await fetch(server.url + "/v1/health");
     expect(res.status).toBe(200);
-    const body = await res.json();
+    const body = (await res.json() as any);
     expect(Object.keys(body).sort()).toEqual(["api_version", "status", "version"]);
     expect(body).toMatchObject({ status: "alive", api_version: "v1" });
     expect(body.version).toMatch(/^\d+\.\d+\.\d+/);
@@ -37,7 +37,7 @@ describe("error bodies", () => {
   test("400 on schema violation names the field", async () => {
     const res = await post(JSON.stringify({ n: 0 }));
     expect(res.status).toBe(400);
-    const body = await res.json();
+    const body = (await res.json() as any);
     expect(body.error.code).toBe("INVALID_INPUT");
     expect(body.error.message).toContain("n");
   });
@@ -45,19 +45,19 @@ describe("error bodies", () => {
   test("400 on malformed JSON", async () => {
     const res = await post("{not json");
     expect(res.status).toBe(400);
-    expect((await res.json()).error.code).toBe("INVALID_JSON");
+    expect(((await res.json() as any)).error.code).toBe("INVALID_JSON");
   });
 
   test("404 for an unknown route", async () => {
     const res = await fetch(server.url + "/v1/nothing-here");
     expect(res.status).toBe(404);
-    expect(await res.json()).toEqual({ error: { code: "NOT_FOUND", message: "no route GET /v1/nothing-here" } });
+    expect((await res.json() as any)).toEqual({ error: { code: "NOT_FOUND", message: "no route GET /v1/nothing-here" } });
   });
 
   test("413 when the body is over the limit", async () => {
     const res = await post(JSON.stringify({ n: 1, pad: "x".repeat(4096) }));
     expect(res.status).toBe(413);
-    expect((await res.json()).error.code).toBe("PAYLOAD_TOO_LARGE");
+    expect(((await res.json() as any)).error.code).toBe("PAYLOAD_TOO_LARGE");
     // A chunked body (no Content-Length) is cut at the limit too; a small one still passes.
     const chunked = (text: string) =>
       new ReadableStream({
@@ -69,7 +69,7 @@ describe("error bodies", () => {
     const big = await fetch(server.url + "/v1/probe", { method: "POST", body: chunked("x".repeat(5000)), headers: { "content-type": "application/json" } });
     expect(big.status).toBe(413);
     const small = await fetch(server.url + "/v1/probe", { method: "POST", body: chunked('{"n":3}'), headers: { "content-type": "application/json" } });
-    expect(await small.json()).toEqual({ got: 3 });
+    expect((await small.json() as any)).toEqual({ got: 3 });
   });
 
   test("500 without internals, logged instead", async () => {
@@ -84,7 +84,7 @@ describe("error bodies", () => {
   test("domain errors keep their status, code and details", async () => {
     const res = await fetch(server.url + "/v1/domain");
     expect(res.status).toBe(507);
-    expect(await res.json()).toEqual({
+    expect((await res.json() as any)).toEqual({
       error: { code: "INSUFFICIENT_MEMORY", message: "needs 4 GiB, 1 GiB free", details: { required_bytes: 4 } },
     });
   });
@@ -97,7 +97,7 @@ describe("error bodies", () => {
   });
 
   test("the OpenAPI spec lists the routes with their schemas", async () => {
-    const spec = await (await fetch(server.url + "/openapi/json")).json();
+    const spec = (await (await fetch(server.url + "/openapi/json")).json() as any);
     expect(spec.openapi).toMatch(/^3\./);
     expect(spec.paths["/v1/health"].get).toBeDefined();
     expect(spec.paths["/v1/probe"].post.requestBody).toBeDefined();

@@ -1,0 +1,29 @@
+/** `GET /v1/events`: lifecycle events as SSE, `id:` on every event, `Last-Event-ID` replay. */
+import { Elysia, t } from "elysia";
+import type { EventBus } from "../event-bus.ts";
+import { lastEventId, sseResponse } from "./sse.ts";
+import type { ServerRef } from "./server-ref.ts";
+
+export const eventsController = (bus: EventBus, opts: { keepAliveMs: number; shutdown: AbortSignal; server: ServerRef }) =>
+  new Elysia({ name: "hive.events" }).get(
+    "/v1/events",
+    ({ request }) =>
+      sseResponse({
+        request,
+        server: opts.server.current,
+        keepAliveMs: opts.keepAliveMs,
+        shutdown: opts.shutdown,
+        start: (sink) =>
+          bus.subscribe(
+            (e) => sink.send({ id: e.id, event: e.type, data: { type: e.type, time: e.time, ...e.data } }),
+            lastEventId(request) ?? undefined,
+          ),
+      }),
+    {
+      query: t.Object({ last_event_id: t.Optional(t.String()) }),
+      detail: {
+        tags: ["events"],
+        summary: "Lifecycle events (spawned, callback, ready, exited, stopped, restarting, crash_loop, unhealthy, load_timeout, …) as server-sent events; resume with Last-Event-ID",
+      },
+    },
+  );
