@@ -11,6 +11,8 @@ export type ResolvedModel =
   | { kind: "downloading"; downloadId: string; done: Promise<string> };
 
 export interface ModelResolver {
+  /** Cheap checks of the reference alone (provider, path roots), before anything else happens. */
+  validate(modelRef: string): void;
   resolve(modelRef: string, opts?: { revision?: string }): Promise<ResolvedModel>;
 }
 
@@ -36,6 +38,11 @@ export function resolveFileRef(reference: string, roots: string[]): string {
 export function createModelResolver(opts: ModelResolverOptions): ModelResolver {
   const roots = [opts.modelsDir, ...opts.allowedRoots];
   return {
+    validate(modelRef) {
+      const { provider, reference } = splitModelRef(modelRef);
+      if (provider === "file") validatePathUnderRoots(reference, roots, "model_ref");
+      else if (provider !== "hf") throw new HiveError(400, "UNSUPPORTED_PROVIDER", `unknown model provider "${provider}"; use hf: or file:`);
+    },
     async resolve(modelRef, resolveOpts) {
       const { provider, reference } = splitModelRef(modelRef);
       if (provider === "file") return { kind: "local", path: resolveFileRef(reference, roots) };

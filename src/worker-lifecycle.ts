@@ -129,6 +129,7 @@ export class WorkerLifecycleManager {
   async spawn(req: SpawnRequest): Promise<SpawnResponse> {
     if (this.shuttingDown) throw new HiveError(503, "SHUTTING_DOWN", "the hive is shutting down");
     const modelRef = validateModelRef(req.model_ref);
+    this.d.models.validate(modelRef);
     const backend = validateIdentifier(req.backend, "backend", 64);
     if (!Number.isInteger(req.device) || req.device < 0) throw invalidInput("device must be a non-negative integer", { field: "device" });
     const profileName = req.profile === undefined ? this.d.config.workers.default_profile : validateIdentifier(req.profile, "profile", 64);

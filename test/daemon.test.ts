@@ -1,7 +1,9 @@
 /** The daemon as a real process: signals, exit codes, port ownership. */
 import { afterEach, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { freePort, MAIN, tempDir, waitFor } from "./helpers.ts";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { FAKE_WORKER, freePort, MAIN, pidAlive, tempDir, waitFor } from "./helpers.ts";
 
 const cleanups: Array<() => void> = [];
 afterEach(() => cleanups.splice(0).forEach((c) => c()));
@@ -72,5 +74,55 @@ describe("daemon process", () => {
     const { proc } = startDaemon(port, { RBEE_CONFIG: `${d.path}/hive.toml` });
     expect(await proc.exited).toBe(2);
     expect(await new Response(proc.stderr as ReadableStream).text()).toContain("monitor.failure_threshold");
+  });
+
+  async function daemonWithWorker(workerEnv: Record<string, string>) {
+    const port = freePort();
+    const d = tempDir();
+    cleanups.push(d.cleanup);
+    mkdirSync(join(d.path, "models"), { recursive: true });
+    writeFileSync(join(d.path, "models", "m.gguf"), "GGUF");
+    const pidFile = join(d.path, "grandchild.pid");
+    const { proc } = startDaemon(port, {
+      RBEE_DATA_DIR: d.path,
+      RBEE_WORKER_BINARY: FAKE_WORKER,
+      RBEE_SILENT: "1",
+      FAKE_WORKER_GRANDCHILD: pidFile,
+      ...workerEnv,
+    });
+    await waitHealthy(port);
+    const base = `http://127.0.0.1:${port}`;
+    const res = await fetch(`${base}/v1/workers/spawn`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model_ref: `file:${join(d.path, "models", "m.gguf")}`, backend: "cpu", device: 0 }),
+    });
+    const { worker_id } = (await res.json()) as any;
+    const worker: any = await waitFor(async () => {
+      const w: any = await (await fetch(`${base}/v1/workers/${worker_id}`)).json();
+      return w.state === "idle" ? w : undefined;
+    }, { what: "worker idle" });
+    const grandchild = Number(readFileSync(pidFile, "utf8"));
+    return { proc, worker, grandchild };
+  }
+
+  test("SIGTERM with a running worker: exit 0 and no child or grandchild left", async () => {
+    const { proc, worker, grandchild } = await daemonWithWorker({});
+    expect(pidAlive(worker.pid)).toBe(true);
+    expect(await exitAfter(proc, "SIGTERM")).toBe(0);
+    expect(pidAlive(worker.pid)).toBe(false);
+    await waitFor(() => !pidAlive(grandchild), { what: "grandchild gone", timeoutMs: 1000 });
+  });
+
+  test("a second signal forces: workers are SIGKILLed and the hive exits at once", async () => {
+    // The worker ignores SIGTERM, so the graceful stop would wait the whole grace.
+    const { proc, worker, grandchild } = await daemonWithWorker({ FAKE_WORKER_IGNORE_SIGTERM: "1" });
+    proc.kill("SIGTERM");
+    await Bun.sleep(150);
+    const started = performance.now();
+    proc.kill("SIGINT");
+    expect(await proc.exited).toBe(1);
+    expect(performance.now() - started).toBeLessThan(2000);
+    await waitFor(() => !pidAlive(worker.pid) && !pidAlive(grandchild), { what: "worker group gone", timeoutMs: 1000 });
   });
 });
