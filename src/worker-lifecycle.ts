@@ -11,7 +11,7 @@
 import { randomUUID } from "node:crypto";
 import { accessSync, constants, existsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { resolveProfile, type HiveConfig, type WorkerProfile } from "./config.ts";
+import { DEFAULT_WORKER_PROFILE, resolveProfile, type HiveConfig, type WorkerProfile } from "./config.ts";
 import type { EventBus } from "./event-bus.ts";
 import type { ModelResolver } from "./model-resolver.ts";
 import type { PortAllocator } from "./port-allocator.ts";
@@ -212,7 +212,8 @@ export class WorkerLifecycleManager {
     if (name.includes("/")) {
       if (usable(name)) return name;
     } else {
-      if (profileName === this.d.config.workers.default_profile && this.d.config.workers.binary) {
+      // RBEE_WORKER_BINARY / [workers] binary is where llm-worker-rbee lives, for every profile running it.
+      if (name === DEFAULT_WORKER_PROFILE.binary && this.d.config.workers.binary) {
         if (usable(this.d.config.workers.binary)) return this.d.config.workers.binary;
       } else {
         const beside = join(this.d.execDir ?? dirname(process.execPath), name);
