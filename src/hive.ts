@@ -22,6 +22,8 @@ import { WorkerLifecycleManager } from "./worker-lifecycle.ts";
 import { HealthMonitor } from "./monitor.ts";
 import { workersController } from "./http/workers.ts";
 import { eventsController } from "./http/events.ts";
+import { metricsController } from "./http/metrics.ts";
+import { HiveMetrics } from "./metrics.ts";
 import type { ServerRef } from "./http/server-ref.ts";
 import { VERSION } from "./version.ts";
 
@@ -96,6 +98,7 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
   });
   const monitor = new HealthMonitor({ config: config.monitor, registry, lifecycle, http, bus, clock, logger });
 
+  const metrics = new HiveMetrics(bus, registry);
   const serverRef: ServerRef = { current: null };
   const app = createApp({
     config,
@@ -104,6 +107,7 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     callbackAccess: (path, body) => lifecycle.callbackAccess(path, body),
     controllers: [
       workersController(lifecycle, registry),
+      metricsController(metrics),
       eventsController(bus, { keepAliveMs: config.server.sse_keepalive_s * 1000, shutdown: shutdown.signal, server: serverRef }),
     ],
   });

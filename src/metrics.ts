@@ -1,0 +1,87 @@
+/**
+ * Prometheus metrics, fed by the event bus (the one place services report lifecycle changes) and
+ * by the registry at scrape time. A dedicated Registry: tests build many hives in one process.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { EventBus } from "./event-bus.ts";
+import type { WorkerRegistry } from "./registry.ts";
+import { VERSION } from "./version.ts";
+
+export class HiveMetrics {
+  readonly registry = new Registry();
+
+  constructor(bus: EventBus, workers: WorkerRegistry) {
+    collectDefaultMetrics({ register: this.registry, prefix: "rbee_hive_" });
+    new Gauge({
+      name: "rbee_hive_build_info",
+      help: "Build information (always 1)",
+      labelNames: ["version", "bun_version"],
+      registers: [this.registry],
+    }).set({ version: VERSION, bun_version: Bun.version }, 1);
+    new Gauge({
+      name: "rbee_hive_workers",
+      help: "Workers by state and phase",
+      labelNames: ["state", "phase"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const w of workers.list()) this.inc({ state: w.state, phase: w.phase });
+      },
+    });
+    const exits = new Counter({
+      name: "rbee_hive_worker_exits_total",
+      help: "Worker process exits by reason",
+      labelNames: ["reason"],
+      registers: [this.registry],
+    });
+    const restarts = new Counter({
+      name: "rbee_hive_worker_restarts_total",
+      help: "Worker restarts scheduled, by the reason of the exit",
+      labelNames: ["reason"],
+      registers: [this.registry],
+    });
+    const crashLoops = new Counter({
+      name: "rbee_hive_worker_crash_loops_total",
+      help: "Workers parked in crash_loop by the restart policy",
+      registers: [this.registry],
+    });
+    const healthFailures = new Counter({
+      name: "rbee_hive_worker_health_check_failures_total",
+      help: "Failed worker health checks",
+      registers: [this.registry],
+    });
+    const startDuration = new Histogram({
+      name: "rbee_hive_worker_start_duration_seconds",
+      help: "Spawn to ready, per worker start",
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+      registers: [this.registry],
+    });
+    bus.subscribe((e) => {
+      switch (e.type) {
+        case "exited":
+          exits.inc({ reason: String(e.data.reason) });
+          break;
+        case "restarting":
+          restarts.inc({ reason: String(e.data.reason) });
+          break;
+        case "crash_loop":
+          crashLoops.inc();
+          break;
+        case "health_failed":
+          healthFailures.inc();
+          break;
+        case "ready":
+          if (typeof e.data.load_ms === "number") startDuration.observe(e.data.load_ms / 1000);
+          break;
+      }
+    });
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
