@@ -1,0 +1,274 @@
+/**
+ * model-catalog: which models are on this host, on bun:sqlite.
+ *
+ * A row exists only for a model whose files are all complete and verified on disk: the
+ * provisioner verifies (sha256 / git oid) and then calls `register`, which re-checks every
+ * file's presence and size and writes the model row and its file rows in one transaction.
+ */
+import { Database } from "bun:sqlite";
+import { mkdirSync, statSync } from "node:fs";
+import { dirname } from "node:path";
+import { HiveError } from "../shared/errors.ts";
+import type { Clock } from "../shared/clock.ts";
+import { systemClock } from "../shared/clock.ts";
+import { catalogKey } from "./model-ref.ts";
+import { migrate } from "./schema.ts";
+
+export interface CatalogFile {
+  /** Path inside the repo (hf:) or relative to the model directory (file:). */
+  path: string;
+  /** Absolute path a reader opens (for hf: the snapshot symlink). */
+  local_path: string;
+  size_bytes: number;
+  /** sha256 hex (LFS files), null when the hub gave none (small git files) or not computed (file:). */
+  sha256: string | null;
+  /** git blob sha1 of non-LFS files. */
+  git_oid: string | null;
+  /** The blob the snapshot entry points to (HF cache layout). */
+  blob_path: string | null;
+}
+
+export interface CatalogEntry {
+  model_ref: string;
+  provider: string;
+  /** Upstream key column; `<reference>@<revision>` when a non-default revision was asked for. */
+  reference: string;
+  revision: string | null;
+  commit: string | null;
+  /** What a worker is given as `--model`: the (first) GGUF file, or the snapshot directory. */
+  local_path: string;
+  size_bytes: number;
+  /** Unix seconds (upstream convention). */
+  downloaded_at: number;
+  format: string | null;
+  quantization: string | null;
+  metadata: Record<string, unknown>;
+  /** Unix seconds, null if never used. */
+  last_used_at: number | null;
+  files: CatalogFile[];
+}
+
+export interface RegisterInput {
+  modelRef: string;
+  revision?: string;
+  commit?: string | null;
+  local_path: string;
+  format?: string | null;
+  quantization?: string | null;
+  metadata?: Record<string, unknown>;
+  files: CatalogFile[];
+  /** Defaults to the sum of the files' sizes. */
+  size_bytes?: number;
+}
+
+export interface ModelCatalogOptions {
+  /** SQLite file; default ":memory:". Parent directories are created. */
+  path?: string;
+  /** PRAGMA busy_timeout in ms (default 5000). */
+  busyTimeoutMs?: number;
+  clock?: Clock;
+}
+
+export interface DiskCheck {
+  ok: boolean;
+  /** Human-readable problems, e.g. "model.gguf: missing" or "model.gguf: size 10 != 12". */
+  problems: string[];
+}
+
+interface ModelRow {
+  reference: string;
+  provider: string;
+  local_path: string;
+  size_bytes: number;
+  downloaded_at: number;
+  revision: string | null;
+  commit_sha: string | null;
+  format: string | null;
+  quantization: string | null;
+  metadata_json: string | null;
+  last_used_at: number | null;
+}
+
+type FileRow = CatalogFile & { reference: string; provider: string };
+
+export class ModelCatalog {
+  readonly db: Database;
+  private readonly clock: Clock;
+
+  constructor(opts: ModelCatalogOptions = {}) {
+    const path = opts.path ?? ":memory:";
+    if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+    this.db = new Database(path, { create: true, strict: true });
+    this.clock = opts.clock ?? systemClock;
+    this.db.run("PRAGMA journal_mode = WAL");
+    this.db.run(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs ?? 5000))}`);
+    this.db.run("PRAGMA foreign_keys = ON");
+    this.db.run("PRAGMA synchronous = NORMAL");
+    migrate(this.db);
+  }
+
+  /** The entry for a model_ref at a revision (undefined/"main" = the default), or null. */
+  get(modelRef: string, revision?: string): CatalogEntry | null {
+    const key = catalogKey(modelRef, revision);
+    const row = this.db
+      .query("SELECT * FROM models WHERE reference = $reference AND provider = $provider")
+      .get({ reference: key.reference, provider: key.provider }) as ModelRow | null;
+    if (!row) return null;
+    const files = this.db
+      .query("SELECT * FROM model_files WHERE reference = $reference AND provider = $provider ORDER BY path")
+      .all({ reference: key.reference, provider: key.provider }) as FileRow[];
+    return toEntry(row, files);
+  }
+
+  list(): CatalogEntry[] {
+    const rows = this.db.query("SELECT * FROM models ORDER BY provider, reference").all() as ModelRow[];
+    const files = this.db.query("SELECT * FROM model_files ORDER BY path").all() as FileRow[];
+    const byKey = new Map<string, FileRow[]>();
+    for (const f of files) {
+      const k = `${f.provider}\0${f.reference}`;
+      const list = byKey.get(k) ?? [];
+      list.push(f);
+      byKey.set(k, list);
+    }
+    return rows.map((r) => toEntry(r, byKey.get(`${r.provider}\0${r.reference}`) ?? []));
+  }
+
+  /**
+   * Record a complete model (replacing an older row for the same key) in one transaction.
+   * Every file must exist with its recorded size, else HiveError 500 CATALOG_FILES_INCOMPLETE and
+   * nothing is written.
+   */
+  register(input: RegisterInput): CatalogEntry {
+    const key = catalogKey(input.modelRef, input.revision);
+    const problems = checkFiles(input.local_path, input.files);
+    if (problems.length > 0) {
+      throw new HiveError(500, "CATALOG_FILES_INCOMPLETE", `refusing to register ${input.modelRef}: ${problems.join("; ")}`, {
+        problems,
+      });
+    }
+    const size = input.size_bytes ?? input.files.reduce((s, f) => s + f.size_bytes, 0);
+    const now = Math.floor(this.clock.now() / 1000);
+    this.db
+      .transaction(() => {
+        this.db.query("DELETE FROM model_files WHERE reference = $reference AND provider = $provider").run(key);
+        this.db
+          .query(
+            `INSERT INTO models (reference, provider, local_path, size_bytes, downloaded_at, revision, commit_sha, format, quantization, metadata_json, last_used_at)
+             VALUES ($reference, $provider, $local_path, $size_bytes, $downloaded_at, $revision, $commit_sha, $format, $quantization, $metadata_json, NULL)
+             ON CONFLICT (reference, provider) DO UPDATE SET local_path = excluded.local_path, size_bytes = excluded.size_bytes,
+               downloaded_at = excluded.downloaded_at, revision = excluded.revision, commit_sha = excluded.commit_sha,
+               format = excluded.format, quantization = excluded.quantization, metadata_json = excluded.metadata_json`,
+          )
+          .run({
+            ...key,
+            local_path: input.local_path,
+            size_bytes: size,
+            downloaded_at: now,
+            revision: input.revision ?? null,
+            commit_sha: input.commit ?? null,
+            format: input.format ?? null,
+            quantization: input.quantization ?? null,
+            metadata_json: JSON.stringify(input.metadata ?? {}),
+          });
+        const ins = this.db.query(
+          `INSERT INTO model_files (reference, provider, path, local_path, size_bytes, sha256, git_oid, blob_path)
+           VALUES ($reference, $provider, $path, $local_path, $size_bytes, $sha256, $git_oid, $blob_path)`,
+        );
+        for (const f of input.files) {
+          ins.run({
+            ...key,
+            path: f.path,
+            local_path: f.local_path,
+            size_bytes: f.size_bytes,
+            sha256: f.sha256,
+            git_oid: f.git_oid,
+            blob_path: f.blob_path,
+          });
+        }
+      })
+      .immediate();
+    return this.get(input.modelRef, input.revision)!;
+  }
+
+  /** Remove the row (files on disk are left alone). True when a row was removed. */
+  remove(modelRef: string, revision?: string): boolean {
+    const key = catalogKey(modelRef, revision);
+    return this.db.query("DELETE FROM models WHERE reference = $reference AND provider = $provider").run(key).changes > 0;
+  }
+
+  /** Set last_used_at to now (spawn calls this). */
+  touch(modelRef: string, revision?: string): void {
+    const key = catalogKey(modelRef, revision);
+    this.db
+      .query("UPDATE models SET last_used_at = $now WHERE reference = $reference AND provider = $provider")
+      .run({ ...key, now: Math.floor(this.clock.now() / 1000) });
+  }
+
+  /** Stat every file of an entry (cheap; no hashing). */
+  checkOnDisk(entry: CatalogEntry): DiskCheck {
+    const problems = checkFiles(entry.local_path, entry.files);
+    return { ok: problems.length === 0, problems };
+  }
+
+  close(): void {
+    this.db.close(false);
+  }
+}
+
+function checkFiles(localPath: string, files: CatalogFile[]): string[] {
+  const problems: string[] = [];
+  if (files.length === 0) {
+    try {
+      statSync(localPath);
+    } catch {
+      problems.push(`${localPath}: missing`);
+    }
+    return problems;
+  }
+  for (const f of files) {
+    try {
+      const st = statSync(f.local_path); // follows the snapshot symlink to the blob
+      if (!st.isFile()) problems.push(`${f.path}: not a regular file`);
+      else if (st.size !== f.size_bytes) problems.push(`${f.path}: size ${st.size} != ${f.size_bytes}`);
+    } catch {
+      problems.push(`${f.path}: missing`);
+    }
+  }
+  return problems;
+}
+
+function toEntry(row: ModelRow, files: FileRow[]): CatalogEntry {
+  const at = row.reference.indexOf("@");
+  const plainRef = at >= 0 && row.provider === "hf" ? row.reference.slice(0, at) : row.reference;
+  let metadata: Record<string, unknown> = {};
+  if (row.metadata_json) {
+    try {
+      const parsed = JSON.parse(row.metadata_json);
+      if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) metadata = parsed;
+    } catch {
+      /* keep {} */
+    }
+  }
+  return {
+    model_ref: `${row.provider}:${plainRef}`,
+    provider: row.provider,
+    reference: row.reference,
+    revision: row.revision,
+    commit: row.commit_sha,
+    local_path: row.local_path,
+    size_bytes: row.size_bytes,
+    downloaded_at: row.downloaded_at,
+    format: row.format,
+    quantization: row.quantization,
+    metadata,
+    last_used_at: row.last_used_at,
+    files: files.map((f) => ({
+      path: f.path,
+      local_path: f.local_path,
+      size_bytes: f.size_bytes,
+      sha256: f.sha256,
+      git_oid: f.git_oid,
+      blob_path: f.blob_path,
+    })),
+  };
+}
