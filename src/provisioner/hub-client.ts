@@ -1,0 +1,355 @@
+/**
+ * A native client of the Hugging Face hub HTTP API.
+ *
+ * - `HF_TOKEN` goes only to the hub's own origin (scheme + host + port of `endpoint`). Redirects
+ *   are followed by hand so the Authorization header is dropped on any hop to another origin
+ *   (the CDN). The token is never logged or put in an error.
+ * - Hub errors map to stable codes: MODEL_NOT_FOUND, REVISION_NOT_FOUND, MODEL_FILE_NOT_FOUND (404),
+ *   MODEL_GATED (403), HUB_BAD_RESPONSE / HUB_UNREACHABLE (502).
+ */
+import { HiveError } from "../shared/errors.ts";
+import type { Logger } from "../shared/logger.ts";
+import { silentLogger } from "../shared/logger.ts";
+import { DEFAULT_RETRY_POLICY, TransientError, parseRetryAfter, withRetry, type RetryPolicy } from "./retry.ts";
+
+export type FetchFn = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+
+export const DEFAULT_HF_ENDPOINT = "https://huggingface.co";
+
+export interface HubClientOptions extends Partial<RetryPolicy> {
+  /** Hub base URL (env HF_ENDPOINT upstream). Default https://huggingface.co */
+  endpoint?: string;
+  /** Access token (env HF_TOKEN upstream); sent only to the endpoint's origin. */
+  token?: string;
+  /** Injected fetch (default globalThis.fetch). */
+  fetch?: FetchFn;
+  /** Timeout of one API request (JSON), default 30 s. File bodies use the stall detector instead. */
+  requestTimeoutMs?: number;
+  /** Redirect hops followed per request, default 5. */
+  maxRedirects?: number;
+  userAgent?: string;
+  logger?: Logger;
+}
+
+/** A file of a repo at a commit, as the tree API describes it. */
+export interface RemoteFile {
+  path: string;
+  size: number;
+  /** sha256 (LFS oid) for LFS files, else null. */
+  sha256: string | null;
+  /** git blob sha1; null when unknown (offline listings of LFS files). */
+  gitOid: string | null;
+  /** Name of the blob in the HF cache: sha256 for LFS files, git oid otherwise. */
+  etag: string;
+}
+
+export interface RepoRevision {
+  commit: string;
+  /** The raw JSON answer (siblings, gated, ...). */
+  info: Record<string, unknown>;
+}
+
+/** Headers the hub puts on `resolve` answers (the first hop, before any redirect). */
+export interface HubFileHeaders {
+  repoCommit: string | null;
+  linkedEtag: string | null;
+  linkedSize: number | null;
+  etag: string | null;
+}
+
+export interface OpenedFile {
+  response: Response;
+  hub: HubFileHeaders;
+  /** Final URL after redirects. */
+  url: string;
+}
+
+export interface RequestContext {
+  repo: string;
+  revision?: string;
+  path?: string;
+}
+
+const SHA256 = /^[0-9a-f]{64}$/;
+const SHA1 = /^[0-9a-f]{40}$/;
+
+function stripEtag(v: string | null): string | null {
+  if (v === null) return null;
+  return v.replace(/^W\//, "").replace(/^"|"$/g, "");
+}
+
+export function encodeRepoPath(path: string): string {
+  return path.split("/").map(encodeURIComponent).join("/");
+}
+
+export class HubClient {
+  readonly endpoint: string;
+  readonly origin: string;
+  readonly policy: RetryPolicy;
+  private readonly token: string | undefined;
+  private readonly fetchFn: FetchFn;
+  private readonly requestTimeoutMs: number;
+  private readonly maxRedirects: number;
+  private readonly userAgent: string;
+  private readonly logger: Logger;
+
+  constructor(opts: HubClientOptions = {}) {
+    this.endpoint = (opts.endpoint ?? DEFAULT_HF_ENDPOINT).replace(/\/+$/, "");
+    this.origin = new URL(this.endpoint).origin;
+    this.token = opts.token && opts.token.length > 0 ? opts.token : undefined;
+    this.fetchFn = opts.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
+    this.maxRedirects = opts.maxRedirects ?? 5;
+    this.userAgent = opts.userAgent ?? "rbee-hive/0.1";
+    this.logger = opts.logger ?? silentLogger;
+    this.policy = {
+      maxRetries: opts.maxRetries ?? DEFAULT_RETRY_POLICY.maxRetries,
+      retryBaseMs: opts.retryBaseMs ?? DEFAULT_RETRY_POLICY.retryBaseMs,
+      retryMaxMs: opts.retryMaxMs ?? DEFAULT_RETRY_POLICY.retryMaxMs,
+      retryAfterMaxMs: opts.retryAfterMaxMs ?? DEFAULT_RETRY_POLICY.retryAfterMaxMs,
+    };
+  }
+
+  get hasToken(): boolean {
+    return this.token !== undefined;
+  }
+
+  /** True when `url` is on the hub's own origin (the only place the token may go). */
+  isHubOrigin(url: string): boolean {
+    try {
+      return new URL(url).origin === this.origin;
+    } catch {
+      return false;
+    }
+  }
+
+  fileUrl(repo: string, revision: string, path: string): string {
+    return `${this.endpoint}/${repo}/resolve/${encodeURIComponent(revision)}/${encodeRepoPath(path)}`;
+  }
+
+  /** Resolve a branch/tag/commit to the commit sha. */
+  async resolveRevision(repo: string, revision: string, signal?: AbortSignal): Promise<RepoRevision> {
+    const url = `${this.endpoint}/api/models/${repo}/revision/${encodeURIComponent(revision)}`;
+    const info = (await this.getJson(url, { repo, revision }, signal)) as Record<string, unknown>;
+    const sha = info?.sha;
+    if (typeof sha !== "string" || !SHA1.test(sha)) {
+      throw new HiveError(502, "HUB_BAD_RESPONSE", `hub answered revision ${revision} of ${repo} without a commit sha`);
+    }
+    return { commit: sha, info };
+  }
+
+  /** Every file of the repo at `revision` (recursive), following `Link: rel="next"` pages. */
+  async listFiles(repo: string, revision: string, signal?: AbortSignal): Promise<RemoteFile[]> {
+    let url: string | null = `${this.endpoint}/api/models/${repo}/tree/${encodeURIComponent(revision)}?recursive=true`;
+    const out: RemoteFile[] = [];
+    for (let page = 0; url && page < 10_000; page++) {
+      const { body, link } = await this.getJsonWithLink(url, { repo, revision }, signal);
+      if (!Array.isArray(body)) throw new HiveError(502, "HUB_BAD_RESPONSE", `hub tree listing of ${repo} is not an array`);
+      for (const e of body as Array<Record<string, unknown>>) {
+        if (e?.type !== "file") continue;
+        out.push(toRemoteFile(e, repo));
+      }
+      url = link ? new URL(link, url).toString() : null;
+      if (url && !this.isHubOrigin(url)) throw new HiveError(502, "HUB_BAD_RESPONSE", "tree pagination left the hub");
+    }
+    return out;
+  }
+
+  /** HEAD a file without following redirects: commit, sha256 (X-Linked-Etag), size. */
+  async fileMetadata(repo: string, revision: string, path: string, signal?: AbortSignal): Promise<HubFileHeaders> {
+    const url = this.fileUrl(repo, revision, path);
+    return withRetry(
+      `HEAD ${repo}/${path}`,
+      async () => {
+        const res = await this.fetchFn(url, {
+          method: "HEAD",
+          redirect: "manual",
+          headers: this.headersFor(url),
+          signal: this.apiSignal(signal),
+        });
+        if (res.status >= 400) throw this.errorFor(res, { repo, revision, path });
+        return hubHeaders(res);
+      },
+      this.policy,
+      signal,
+    );
+  }
+
+  /**
+   * One GET of `resolve/{rev}/{path}` (optionally ranged), following redirects by hand. Not
+   * retried here: the caller retries with an updated Range. Throws TransientError or HiveError.
+   */
+  async openFile(
+    repo: string,
+    revision: string,
+    path: string,
+    range: { start: number; end: number } | null,
+    signal: AbortSignal,
+  ): Promise<OpenedFile> {
+    let url = this.fileUrl(repo, revision, path);
+    let hub: HubFileHeaders | null = null;
+    for (let hop = 0; hop <= this.maxRedirects; hop++) {
+      const headers = this.headersFor(url);
+      if (range) headers.set("range", `bytes=${range.start}-${range.end}`);
+      headers.set("accept-encoding", "identity");
+      const res = await this.fetchFn(url, { method: "GET", redirect: "manual", headers, signal });
+      const onHub = this.isHubOrigin(url);
+      if (onHub && hub === null) hub = hubHeaders(res);
+      if (res.status >= 300 && res.status < 400 && res.status !== 304) {
+        const loc = res.headers.get("location");
+        await res.body?.cancel().catch(() => {});
+        if (!loc) throw new TransientError(`redirect ${res.status} without Location`, undefined, res.status);
+        url = new URL(loc, url).toString();
+        continue;
+      }
+      if (res.status >= 400) {
+        await res.body?.cancel().catch(() => {});
+        if (!onHub && res.status !== 416 && res.status < 500 && res.status !== 429) {
+          // A CDN refusing a (possibly expired) signed URL: go through the hub again.
+          throw new TransientError(`file host answered ${res.status}`, undefined, res.status);
+        }
+        throw this.errorFor(res, { repo, revision, path });
+      }
+      return { response: res, hub: hub ?? hubHeaders(res), url };
+    }
+    throw new TransientError(`more than ${this.maxRedirects} redirects`);
+  }
+
+  /** Headers for a request to `url`: the token only on the hub origin. */
+  headersFor(url: string): Headers {
+    const h = new Headers({ "user-agent": this.userAgent });
+    if (this.token && this.isHubOrigin(url)) h.set("authorization", `Bearer ${this.token}`);
+    return h;
+  }
+
+  /** Map a failed hub answer to a HiveError (final) or TransientError (retry). */
+  errorFor(res: Response, ctx: RequestContext): Error {
+    const code = res.headers.get("x-error-code");
+    const status = res.status;
+    const where = `${ctx.repo}${ctx.path ? `/${ctx.path}` : ""}`;
+    const tokenHint = this.token
+      ? "the configured HF_TOKEN does not grant access; accept the model's terms on the hub with that account"
+      : "set HF_TOKEN to a token of an account that has access";
+    if (code === "RepoNotFound") {
+      return new HiveError(404, "MODEL_NOT_FOUND", `repository ${ctx.repo} not found on ${this.endpoint} (if it is private, ${tokenHint})`, {
+        repo: ctx.repo,
+      });
+    }
+    if (code === "RevisionNotFound") {
+      return new HiveError(404, "REVISION_NOT_FOUND", `revision "${ctx.revision}" not found in ${ctx.repo}`, {
+        repo: ctx.repo,
+        revision: ctx.revision,
+      });
+    }
+    if (code === "EntryNotFound") {
+      return new HiveError(404, "MODEL_FILE_NOT_FOUND", `file ${where} not found at revision ${ctx.revision}`, {
+        repo: ctx.repo,
+        path: ctx.path,
+      });
+    }
+    if (code === "GatedRepo" || status === 401 || status === 403) {
+      return new HiveError(403, "MODEL_GATED", `access to ${ctx.repo} denied (HTTP ${status}): the model is gated or private; ${tokenHint}`, {
+        repo: ctx.repo,
+        hub_status: status,
+      });
+    }
+    if (status === 404) {
+      return new HiveError(404, "MODEL_NOT_FOUND", `${where} not found on ${this.endpoint}`, { repo: ctx.repo });
+    }
+    if (status === 408 || status === 429 || status >= 500) {
+      const after = parseRetryAfter(res.headers.get("retry-after"), this.policy.retryAfterMaxMs);
+      return new TransientError(`hub answered ${status}`, after, status);
+    }
+    return new HiveError(502, "HUB_BAD_RESPONSE", `hub answered ${status} for ${where}`, { hub_status: status });
+  }
+
+  private apiSignal(signal?: AbortSignal): AbortSignal {
+    const t = AbortSignal.timeout(this.requestTimeoutMs);
+    return signal ? AbortSignal.any([signal, t]) : t;
+  }
+
+  private async getJson(url: string, ctx: RequestContext, signal?: AbortSignal): Promise<unknown> {
+    return (await this.getJsonWithLink(url, ctx, signal)).body;
+  }
+
+  private async getJsonWithLink(
+    url: string,
+    ctx: RequestContext,
+    signal?: AbortSignal,
+  ): Promise<{ body: unknown; link: string | null }> {
+    return withRetry(
+      `GET ${new URL(url).pathname}`,
+      async () => {
+        let current = url;
+        for (let hop = 0; hop <= this.maxRedirects; hop++) {
+          const res = await this.fetchFn(current, {
+            headers: this.headersFor(current),
+            redirect: "manual",
+            signal: this.apiSignal(signal),
+          });
+          if (res.status >= 300 && res.status < 400) {
+            const loc = res.headers.get("location");
+            await res.body?.cancel().catch(() => {});
+            if (!loc) throw new TransientError(`redirect without Location`, undefined, res.status);
+            current = new URL(loc, current).toString();
+            continue;
+          }
+          if (!res.ok) {
+            await res.body?.cancel().catch(() => {});
+            throw this.errorFor(res, ctx);
+          }
+          let body: unknown;
+          try {
+            body = await res.json();
+          } catch (e) {
+            throw new TransientError(`invalid JSON from hub: ${(e as Error).message}`);
+          }
+          return { body, link: nextLink(res.headers.get("link")) };
+        }
+        throw new TransientError(`more than ${this.maxRedirects} redirects`);
+      },
+      this.policy,
+      signal,
+      (attempt, delay, err) =>
+        this.logger.debug("hub request retry", { url: new URL(url).pathname, attempt, delay_ms: delay, error: (err as Error).message }),
+    );
+  }
+}
+
+function hubHeaders(res: Response): HubFileHeaders {
+  const size = res.headers.get("x-linked-size");
+  return {
+    repoCommit: res.headers.get("x-repo-commit"),
+    linkedEtag: stripEtag(res.headers.get("x-linked-etag")),
+    linkedSize: size !== null && /^\d+$/.test(size) ? Number(size) : null,
+    etag: stripEtag(res.headers.get("etag")),
+  };
+}
+
+function nextLink(link: string | null): string | null {
+  if (!link) return null;
+  for (const part of link.split(",")) {
+    const m = /<([^>]+)>\s*;\s*rel="?next"?/i.exec(part.trim());
+    if (m) return m[1]!;
+  }
+  return null;
+}
+
+function toRemoteFile(e: Record<string, unknown>, repo: string): RemoteFile {
+  const path = e.path;
+  const size = e.size;
+  const oid = e.oid;
+  const lfs = e.lfs as Record<string, unknown> | undefined;
+  const bad = (why: string) => new HiveError(502, "HUB_BAD_RESPONSE", `hub tree entry of ${repo} is malformed: ${why}`);
+  if (typeof path !== "string" || path.length === 0) throw bad("path");
+  if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) throw bad(`size of ${path}`);
+  const gitOid = typeof oid === "string" && SHA1.test(oid) ? oid : null;
+  if (lfs && typeof lfs === "object") {
+    const sha = lfs.oid;
+    const lsize = typeof lfs.size === "number" ? lfs.size : size;
+    if (typeof sha !== "string" || !SHA256.test(sha)) throw bad(`lfs.oid of ${path}`);
+    return { path, size: lsize, sha256: sha, gitOid, etag: sha };
+  }
+  if (!gitOid) throw bad(`oid of ${path}`);
+  return { path, size, sha256: null, gitOid, etag: gitOid };
+}
