@@ -1,0 +1,210 @@
+#!/usr/bin/env bun
+/**
+ * Lifecycle latency bench (fake worker, zero load time). Prints one JSON object to stdout.
+ *
+ *  (a) spawn overhead: POST /v1/workers/spawn (real HTTP) → `ready` event on hive.bus, minus the
+ *      time the same fake worker needs when started directly (Bun.spawn + a tiny callback
+ *      receiver) until its GET /health answers 200. Runs are interleaved. Target: median ≤ 15 ms.
+ *  (b) exit detection: SIGKILL of a ready worker → `exited` event (restart disabled). Target: median ≤ 10 ms.
+ *
+ * Usage: bun bench/lifecycle.ts [runs=50]
+ */
+import { execFileSync } from "node:child_process";
+import { FAKE_WORKER, freePort, startTestHive, type TestHive } from "../test/helpers.ts";
+
+const RUNS = Number(process.argv[2] ?? 50);
+const WARMUP = 3;
+const TARGET_OVERHEAD_MS = 15;
+const TARGET_EXIT_MS = 10;
+
+const log = (msg: string) => process.stderr.write(`[lifecycle] ${msg}\n`);
+const now = () => performance.now();
+const round = (x: number) => Math.round(x * 100) / 100;
+
+function stats(xs: number[]) {
+  const s = [...xs].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)] ?? NaN;
+  return { median: round(at(0.5)), p90: round(at(0.9)), min: round(s[0] ?? NaN), n: s.length };
+}
+const median = (xs: number[]) => stats(xs).median;
+
+/** Resolves with the performance.now() at which `pred` first holds for an event, or rejects after timeoutMs. */
+function waitEvent(seen: Map<string, number>, key: string, timeoutMs = 10_000): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const deadline = now() + timeoutMs;
+    const poll = () => {
+      const t = seen.get(key);
+      if (t !== undefined) return resolve(t);
+      if (now() > deadline) return reject(new Error(`timed out waiting for ${key}`));
+      setTimeout(poll, 1);
+    };
+    poll();
+  });
+}
+
+// ------------------------------------------------------------------ direct start (baseline)
+
+const direct = new Set<Bun.Subprocess>();
+
+async function directRun(callbackPort: number, callbacks: Map<string, number>, i: number) {
+  const id = `direct-${i}`;
+  const port = freePort();
+  const t0 = now();
+  const proc = Bun.spawn(
+    [FAKE_WORKER, "--worker-id", id, "--model", "/tmp/m.gguf", "--model-ref", "file:/tmp/m.gguf", "--backend", "cpu",
+      "--device", "0", "--port", String(port), "--callback-url", `http://127.0.0.1:${callbackPort}/v1/workers/ready`],
+    { stdin: "ignore", stdout: "ignore", stderr: "ignore" },
+  );
+  direct.add(proc);
+  try {
+    const tCallback = await waitEvent(callbacks, id);
+    // The worker listens right after its callback: poll /health as tightly as we can.
+    for (;;) {
+      try {
+        const res = await fetch(`http://127.0.0.1:${port}/health`);
+        await res.arrayBuffer();
+        if (res.status === 200) break;
+      } catch {
+        /* not listening yet */
+      }
+      if (now() - t0 > 10_000) throw new Error(`direct worker ${id}: /health never answered 200`);
+      await Bun.sleep(1);
+    }
+    const tHealthy = now();
+    return { total: tHealthy - t0, toCallback: tCallback - t0, callbackToHealthy: tHealthy - tCallback };
+  } finally {
+    proc.kill("SIGKILL");
+    await proc.exited;
+    direct.delete(proc);
+  }
+}
+
+// ------------------------------------------------------------------ through the hive
+
+async function hiveRun(h: TestHive, seen: Map<string, number>) {
+  const t0 = now();
+  const res = await h.api("/v1/workers/spawn", { json: { model_ref: h.modelRef, backend: "cpu", device: 0 } });
+  if (res.status !== 200) throw new Error(`spawn failed: ${res.status} ${await res.text()}`);
+  const { worker_id: id } = (await res.json()) as { worker_id: string };
+  const tReady = await waitEvent(seen, `ready:${id}`);
+  const pid = h.registry.live(id)?.pid;
+  if (!pid) throw new Error(`no pid for ready worker ${id}`);
+  const tKill = now();
+  process.kill(pid, "SIGKILL");
+  const tExited = await waitEvent(seen, `exited:${id}`);
+  const del = await h.api(`/v1/workers/${id}`, { method: "DELETE" });
+  await del.arrayBuffer();
+  return {
+    ready: tReady - t0,
+    toSpawned: seen.get(`spawned:${id}`)! - t0,
+    spawnedToCallback: seen.get(`callback:${id}`)! - seen.get(`spawned:${id}`)!,
+    callbackToReady: tReady - seen.get(`callback:${id}`)!,
+    exited: tExited - tKill,
+  };
+}
+
+// ------------------------------------------------------------------ main
+
+function stragglers(marker: string): number[] {
+  try {
+    return execFileSync("pgrep", ["-f", marker], { encoding: "utf8" }).split("\n").filter(Boolean).map(Number);
+  } catch {
+    return []; // pgrep exits 1 when nothing matches
+  }
+}
+
+let hive: TestHive | undefined;
+const hivePids = new Set<number>();
+let receiver: ReturnType<typeof Bun.serve> | undefined;
+
+async function cleanup() {
+  for (const p of direct) p.kill("SIGKILL");
+  await hive?.close().catch(() => {});
+  for (const pid of hivePids) {
+    try {
+      process.kill(-pid, "SIGKILL"); // workers lead their own process group
+    } catch {
+      /* gone */
+    }
+  }
+  receiver?.stop(true);
+}
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => void cleanup().finally(() => process.exit(130)));
+}
+
+let exitCode = 0;
+try {
+  const callbacks = new Map<string, number>();
+  receiver = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(req) {
+      const url = new URL(req.url);
+      if (url.pathname === "/v1/workers/ready") callbacks.set(((await req.json()) as { worker_id: string }).worker_id, now());
+      return new Response("ok");
+    },
+  });
+
+  hive = await startTestHive(); // restart disabled, monitor idle (interval 3600 s)
+  const seen = new Map<string, number>();
+  hive.bus.subscribe((e) => {
+    const t = now();
+    if (e.type === "spawned") hivePids.add(e.data.pid as number);
+    seen.set(`${e.type}:${e.data.worker_id}`, t);
+  });
+
+  const h: Array<Awaited<ReturnType<typeof hiveRun>>> = [];
+  const d: Array<Awaited<ReturnType<typeof directRun>>> = [];
+  log(`${WARMUP} warm-up + ${RUNS} interleaved runs (direct start, then through the hive)`);
+  for (let i = 0; i < WARMUP + RUNS; i++) {
+    const dr = await directRun(receiver.port!, callbacks, i);
+    const hr = await hiveRun(hive, seen);
+    if (i >= WARMUP) {
+      d.push(dr);
+      h.push(hr);
+    }
+    if ((i + 1) % 10 === 0) log(`${i + 1}/${WARMUP + RUNS}: hive ready ${round(hr.ready)} ms, direct ${round(dr.total)} ms, exit ${round(hr.exited)} ms`);
+  }
+
+  const overhead = median(h.map((r) => r.ready)) - median(d.map((r) => r.total));
+  const exitMedian = median(h.map((r) => r.exited));
+  await hive.close();
+  hive = undefined;
+  await Bun.sleep(100);
+  const left = stragglers(FAKE_WORKER).filter((pid) => hivePids.has(pid));
+  const pass = overhead <= TARGET_OVERHEAD_MS && exitMedian <= TARGET_EXIT_MS && left.length === 0;
+  const result = {
+    bench: "lifecycle",
+    runs: RUNS,
+    warmup_runs: WARMUP,
+    unit: "ms",
+    spawn_to_ready: {
+      hive: stats(h.map((r) => r.ready)),
+      direct_to_healthy: stats(d.map((r) => r.total)),
+      overhead_median: round(overhead),
+      overhead_paired: stats(h.map((r, i) => r.ready - d[i]!.total)),
+      target_overhead_ms: TARGET_OVERHEAD_MS,
+      pass: overhead <= TARGET_OVERHEAD_MS,
+      breakdown_median: {
+        hive_request_to_spawned: median(h.map((r) => r.toSpawned)),
+        hive_spawned_to_callback: median(h.map((r) => r.spawnedToCallback)),
+        hive_callback_to_ready: median(h.map((r) => r.callbackToReady)),
+        direct_spawn_to_callback: median(d.map((r) => r.toCallback)),
+        direct_callback_to_healthy: median(d.map((r) => r.callbackToHealthy)),
+      },
+    },
+    sigkill_to_exited: { ...stats(h.map((r) => r.exited)), target_median_ms: TARGET_EXIT_MS, pass: exitMedian <= TARGET_EXIT_MS },
+    leftover_workers: left,
+    pass,
+  };
+  console.log(JSON.stringify(result, null, 2));
+  exitCode = pass ? 0 : 1;
+} catch (e) {
+  log(`FAILED: ${e instanceof Error ? e.stack : String(e)}`);
+  console.log(JSON.stringify({ bench: "lifecycle", error: String(e), pass: false }));
+  exitCode = 2;
+} finally {
+  await cleanup();
+}
+process.exit(exitCode);
