@@ -101,6 +101,8 @@ interface WorkerEntry {
   launchedAt: number;
   /** Set when the operator stopped it: never restart, never launch after a download. */
   stopRequested: boolean;
+  /** The port in the record is reserved in the allocator (released exactly once). */
+  portHeld: boolean;
 }
 
 const STDERR_TAIL_LINES = 50;
@@ -156,6 +158,7 @@ export class WorkerLifecycleManager {
     const entry: WorkerEntry = {
       profileName, profile, binary, modelPath: null, child: null, exitHandled: null, deadline: null, readiness: null,
       stopReason: null, stopMessage: null, restartTimer: null, history: newRestartHistory(), launchedAt: 0, stopRequested: false,
+      portHeld: true,
     };
     this.entries.set(id, entry);
     this.d.registry.add(record);
@@ -165,7 +168,7 @@ export class WorkerLifecycleManager {
         this.launch(id, entry, model.path);
       } catch (e) {
         this.entries.delete(id);
-        this.d.ports.release(port);
+        this.releasePort(entry, port);
         this.d.registry.retire(id);
         this.d.registry.forget(id);
         throw e;
@@ -281,10 +284,15 @@ export class WorkerLifecycleManager {
     this.d.registry.recordExit(id, { reason: "spawn_failed", code: null, signal: null, message, stderr_tail: [], at: toSystemTime(this.d.clock.now()) });
     this.d.bus.publish("spawn_failed", { worker_id: id, message });
     this.d.logger.warn("worker could not start", { worker_id: id, err: message });
-    this.d.ports.release(w.port);
+    this.releasePort(entry, w.port);
     this.entries.delete(id);
     this.d.registry.retire(id);
-    void entry;
+  }
+
+  private releasePort(entry: WorkerEntry, port: number): void {
+    if (!entry.portHeld) return;
+    entry.portHeld = false;
+    this.d.ports.release(port);
   }
 
   // ---------------------------------------------------------------- readiness
@@ -400,7 +408,7 @@ export class WorkerLifecycleManager {
     entry.readiness = null;
     const w = this.d.registry.live(id);
     if (!w) return;
-    this.d.ports.release(w.port);
+    this.releasePort(entry, w.port);
     const reason = this.classify(entry, w, exit);
     const message = this.exitMessage(reason, exit, entry);
     const record = {
@@ -433,6 +441,9 @@ export class WorkerLifecycleManager {
 
   /** Leave the live list; the final record stays readable for a while. */
   private finish(id: string, how: "stopped" | "gone"): void {
+    const entry = this.entries.get(id);
+    const live = this.d.registry.live(id);
+    if (entry && live) this.releasePort(entry, live.port);
     this.entries.delete(id);
     const w = this.d.registry.retire(id);
     if (how === "stopped" && w) this.d.bus.publish("stopped", { worker_id: id });
@@ -462,6 +473,7 @@ export class WorkerLifecycleManager {
     if (!w || !entry.modelPath) return;
     try {
       const port = this.d.ports.allocate(w.port);
+      entry.portHeld = true;
       const now = this.d.clock.now();
       this.d.registry.update(id, {
         port,
@@ -475,6 +487,8 @@ export class WorkerLifecycleManager {
       this.launch(id, entry, entry.modelPath);
     } catch (e) {
       const message = errorMessage(e);
+      const live = this.d.registry.live(id);
+      if (live) this.releasePort(entry, live.port);
       this.d.registry.recordExit(id, { reason: "spawn_failed", code: null, signal: null, message, stderr_tail: [], at: toSystemTime(this.d.clock.now()) });
       const decision = this.d.restartPolicy.decide(entry.history, "spawn_failed", this.d.clock.monotonic());
       if (decision.action === "restart") this.scheduleRestart(id, entry, decision.delayMs, decision.attempt, "spawn_failed");
@@ -549,7 +563,7 @@ export class WorkerLifecycleManager {
       entry.child = null;
       entry.deadline?.cancel();
       await child.stop(this.d.config.workers.stop_grace_s * 1000);
-      this.d.ports.release(w.port);
+      this.releasePort(entry, w.port);
       const exit = child.exit!;
       this.d.registry.recordExit(id, {
         reason: "stopped", code: exit.code, signal: exit.signal, message: "restarted on request",

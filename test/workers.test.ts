@@ -232,6 +232,25 @@ describe("ports", () => {
     expect(answers.every((s) => s === 200)).toBe(true);
   }, 30000);
 
+  test("ports come back after stops and crashes (a one-port range serves spawn after spawn)", async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const h = await hive({ config: { workers: { port_min: port, port_max: port } } });
+    const first = await h.spawn();
+    expect(first.url).toEndWith(`:${port}`);
+    const idle = await h.waitState(first.worker_id, isIdle, "idle");
+    const full = await h.api("/v1/workers/spawn", { json: { model_ref: h.modelRef, backend: "cpu", device: 0 } });
+    expect(full.status).toBe(503);
+    expect(((await full.json()) as any).error.code).toBe("NO_FREE_PORT");
+    process.kill(idle.pid, "SIGKILL");
+    await h.waitState(first.worker_id, (w) => w.phase === "exited", "exited");
+    const second = await h.spawn();
+    expect(second.url).toEndWith(`:${port}`);
+    await h.waitState(second.worker_id, isIdle, "idle");
+    await h.api(`/v1/workers/${second.worker_id}`, { method: "DELETE" });
+    const third = await h.spawn();
+    await h.waitState(third.worker_id, isIdle, "idle");
+  });
+
   test("a port taken by a foreign process is skipped", async () => {
     const h0 = await hive();
     await h0.close();
