@@ -3,7 +3,7 @@
  * stalls, 429/5xx, disk space, and reuse of an existing Hugging Face cache without network.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Provisioner, type ProvisionerOptions } from "../src/provisioner/index.ts";
@@ -43,6 +43,7 @@ function prov(extra: Partial<ProvisionerOptions> = {}): Provisioner {
     retryMaxMs: 50,
     stallTimeoutMs: 2000,
     diskMarginBytes: 0,
+    workerHashMinBytes: 1, // these tests exercise the hash worker; provisioner.test.ts the inline hasher
     ...extra,
   });
 }
@@ -196,6 +197,25 @@ describe("disk space", () => {
     expect(content()).toHaveLength(0);
     const r = await prov({ statfs: statfs(SIZE + 1000), diskMarginBytes: 1000 }).download(`hf:${REPO}`);
     expect(r.size_bytes).toBe(SIZE);
+  });
+
+  test("the partial file's blocks are reserved up front and count as already held on resume", async () => {
+    hub.addFault({ kind: "stall", atByte: 100_000, ms: 60_000 });
+    const ac = new AbortController();
+    const first = prov({ maxParallelParts: 1 }).download(`hf:${REPO}`, {
+      signal: ac.signal,
+      onProgress: (x) => x.bytes_downloaded >= 100_000 && ac.abort(),
+    });
+    await expect(first).rejects.toThrow();
+    const st = statSync(join(blobsDir(), `${sha}.rbee-partial`));
+    expect(st.size).toBe(SIZE);
+    expect(st.blocks * 512).toBeGreaterThanOrEqual(SIZE); // fallocate(2), not a sparse file
+    // No free space at all: the resumed download needs no new blocks, so it is not refused.
+    const r = await prov({ statfs: () => ({ bavail: 0, bsize: 4096 }) }).download(`hf:${REPO}`);
+    expect(r.stats.bytes_resumed).toBe(100_000);
+    // ...whereas a new download with no free space is.
+    const e = await rejection(prov({ statfs: () => ({ bavail: 0, bsize: 4096 }) }).download("hf:org/m-GGUF/README.md"));
+    expect(e.code).toBe("INSUFFICIENT_DISK");
   });
 });
 

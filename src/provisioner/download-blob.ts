@@ -32,6 +32,7 @@ import { HiveError, errorMessage } from "../shared/errors.ts";
 import type { Logger } from "../shared/logger.ts";
 import type { HfCacheRepo } from "./hf-cache.ts";
 import { fsyncDir } from "./hf-cache.ts";
+import { preallocate } from "./native-fs.ts";
 import type { HubClient, RemoteFile } from "./hub-client.ts";
 import { TransientError, abortError, backoffMs, isTransient, sleepAbortable, type RetryPolicy } from "./retry.ts";
 
@@ -43,6 +44,10 @@ export interface BlobDownloadOptions {
   stateFlushIntervalMs: number;
   /** Start a background fdatasync after this many bytes written (keeps the final fsync short). */
   syncEveryBytes: number;
+  /** Files at least this large are hashed on a worker thread (reading the page cache); 0 = never. */
+  workerHashMinBytes: number;
+  /** Reserve the file's blocks with fallocate(2) where available (Linux). */
+  preallocate: boolean;
   logger: Logger;
 }
 
@@ -135,8 +140,190 @@ export async function hashFile(
   return h.digest("hex");
 }
 
-/** Hashes the file in order while parts are written out of order. */
-class OrderedHasher {
+interface Hasher {
+  /** A chunk was written at `pos` (the write completed). */
+  onWrite(pos: number, chunk: Uint8Array): void;
+  /** Data may be available beyond what was hashed (e.g. resumed parts). */
+  kick(): void;
+  /** Every part is complete: the hex digest of the whole file. */
+  finish(): Promise<string>;
+  /** Stop background work before the file is closed. */
+  idle(): Promise<void>;
+}
+
+/** End of the contiguous written prefix of the file. */
+function writtenPrefix(parts: PartState[], size: number): number {
+  for (const part of parts) if (part.done < partLen(part)) return part.start + part.done;
+  return size;
+}
+
+/**
+ * One shared hash worker per process (unref'd, so it never keeps the process alive). Each job
+ * reads the contiguous written prefix of its partial file back from the page cache and hashes it,
+ * so the event loop only moves bytes.
+ */
+const HASH_WORKER_SOURCE = `
+const { createHash } = require("node:crypto");
+const { openSync, readSync, closeSync } = require("node:fs");
+const jobs = new Map();
+const buf = new Uint8Array(${HASH_READ_BYTES});
+function pump(id, j) {
+  while (j.hashed < j.target) {
+    const n = readSync(j.fd, buf, 0, Math.min(buf.length, j.target - j.hashed), j.hashed);
+    if (n <= 0) throw new Error("short read at " + j.hashed);
+    j.h.update(buf.subarray(0, n));
+    j.hashed += n;
+  }
+  if (j.hashed >= j.size) {
+    closeSync(j.fd);
+    jobs.delete(id);
+    postMessage({ type: "digest", id, hex: j.h.digest("hex") });
+  }
+}
+self.onmessage = (ev) => {
+  const m = ev.data;
+  const j = jobs.get(m.id);
+  try {
+    if (m.type === "init") {
+      const h = createHash(m.algo === "sha256" ? "sha256" : "sha1");
+      if (m.algo !== "sha256") h.update("blob " + m.size + "\\0");
+      const job = { fd: openSync(m.path, "r"), h, hashed: 0, target: 0, size: m.size };
+      jobs.set(m.id, job);
+      pump(m.id, job);
+    } else if (m.type === "prefix" && j) {
+      j.target = Math.max(j.target, m.end);
+      pump(m.id, j);
+    } else if (m.type === "stop") {
+      if (j) {
+        closeSync(j.fd);
+        jobs.delete(m.id);
+      }
+      postMessage({ type: "stopped", id: m.id });
+    }
+  } catch (e) {
+    if (j) {
+      try { closeSync(j.fd); } catch {}
+      jobs.delete(m.id);
+    }
+    postMessage({ type: "error", id: m.id, message: String((e && e.message) || e) });
+  }
+};
+`;
+
+interface HashJobListener {
+  onDigest(hex: string): void;
+  onStopped(): void;
+  onError(message: string): void;
+}
+
+let sharedWorker: Worker | null = null;
+const hashJobs = new Map<number, HashJobListener>();
+let nextHashJob = 1;
+
+function hashWorker(): Worker {
+  if (sharedWorker) return sharedWorker;
+  const url = URL.createObjectURL(new Blob([HASH_WORKER_SOURCE], { type: "application/javascript" }));
+  const w = new Worker(url);
+  w.onmessage = (ev: MessageEvent) => {
+    const m = ev.data as { type: string; id: number; hex?: string; message?: string };
+    const l = hashJobs.get(m.id);
+    if (!l) return;
+    if (m.type === "digest") l.onDigest(m.hex!);
+    else if (m.type === "stopped") l.onStopped();
+    else if (m.type === "error") l.onError(m.message ?? "hash worker error");
+  };
+  w.onerror = (e: ErrorEvent) => {
+    // The worker is gone: fail every job (they fall back to inline hashing) and start afresh next time.
+    sharedWorker = null;
+    for (const l of hashJobs.values()) l.onError(e.message || "hash worker crashed");
+    hashJobs.clear();
+  };
+  w.unref();
+  sharedWorker = w;
+  return w;
+}
+
+/** Hashes on the shared worker thread; falls back to hashing the finished file inline if it fails. */
+class WorkerHasher implements Hasher {
+  private readonly id = nextHashJob++;
+  private readonly worker: Worker;
+  private posted = 0;
+  private failed: string | null = null;
+  private readonly digest = deferred<string>();
+  private stopped: Deferred<void> | null = null;
+  private done = false;
+  private static readonly STEP = 4 << 20;
+
+  constructor(
+    algo: "sha256" | "git-sha1",
+    private readonly path: string,
+    private readonly size: number,
+    private readonly parts: PartState[],
+    private readonly file: RemoteFile,
+  ) {
+    this.worker = hashWorker();
+    hashJobs.set(this.id, {
+      onDigest: (hex) => this.digest.resolve(hex),
+      onStopped: () => this.stopped?.resolve(),
+      onError: (message) => this.fail(message),
+    });
+    this.worker.postMessage({ type: "init", id: this.id, path, algo, size });
+  }
+
+  private fail(message: string): void {
+    if (this.failed) return;
+    this.failed = message;
+    this.digest.resolve("");
+    this.stopped?.resolve();
+  }
+
+  onWrite(): void {
+    this.kick();
+  }
+
+  kick(): void {
+    if (this.failed || this.done) return;
+    const prefix = writtenPrefix(this.parts, this.size);
+    if (prefix >= this.posted + WorkerHasher.STEP || (prefix === this.size && prefix > this.posted)) {
+      this.posted = prefix;
+      this.worker.postMessage({ type: "prefix", id: this.id, end: prefix });
+    }
+  }
+
+  async finish(): Promise<string> {
+    this.kick();
+    const hex = await this.digest.promise;
+    this.done = true;
+    hashJobs.delete(this.id);
+    if (!this.failed) return hex;
+    return hashFile(this.path, this.file);
+  }
+
+  async idle(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    if (!this.failed) {
+      this.stopped = deferred<void>();
+      this.worker.postMessage({ type: "stop", id: this.id });
+      await Promise.race([this.stopped.promise, new Promise((r) => setTimeout(r, 1000))]);
+    }
+    hashJobs.delete(this.id);
+  }
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(v: T): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** Hashes the file in order on the event loop while parts are written out of order. */
+class OrderedHasher implements Hasher {
   private hashed = 0;
   private busy: Promise<void> | null = null;
   private readonly h: Hash;
@@ -152,10 +339,8 @@ class OrderedHasher {
     this.h = newHasher(algo, size);
   }
 
-  /** End of the contiguous written prefix of the file. */
   private prefix(): number {
-    for (const part of this.parts) if (part.done < partLen(part)) return part.start + part.done;
-    return this.size;
+    return writtenPrefix(this.parts, this.size);
   }
 
   /** A chunk was written at `pos` (the write completed). */
@@ -255,8 +440,19 @@ export function partialBytes(cache: HfCacheRepo, file: RemoteFile): number {
   return state.parts.reduce((s, part) => s + part.done, 0);
 }
 
+/** Disk blocks a partial download already holds (preallocated or written), 0 when none. */
+export function partialAllocatedBytes(cache: HfCacheRepo, file: RemoteFile): number {
+  try {
+    const st = statSync(cache.partialPath(file.etag));
+    return Math.min(file.size, st.blocks * 512);
+  } catch {
+    return 0;
+  }
+}
+
 export async function downloadBlob(req: BlobDownloadRequest, opts: BlobDownloadOptions): Promise<BlobDownloadResult> {
   const { file, cache, client } = req;
+  const tStart = performance.now();
   const { algo, hex: expected } = expectedDigest(file);
   const blobPath = cache.blobPath(file.etag);
   const partialPath = cache.partialPath(file.etag);
@@ -270,13 +466,31 @@ export async function downloadBlob(req: BlobDownloadRequest, opts: BlobDownloadO
   } else {
     state = freshState(file, opts.partSizeBytes);
     fd = openSync(partialPath, "w+");
-    ftruncateSync(fd, file.size);
+    const reserved = opts.preallocate ? preallocate(fd, file.size) : "unsupported";
+    if (reserved === "nospace") {
+      closeSync(fd);
+      cache.removePartial(file.etag);
+      throw new HiveError(507, "INSUFFICIENT_DISK", `no space left to reserve ${file.size} bytes for ${file.path}`, {
+        required_bytes: file.size,
+        available_bytes: null,
+        path: cache.blobsDir,
+      });
+    }
+    if (reserved !== "reserved") ftruncateSync(fd, file.size);
     saveState(statePath, state);
   }
   const parts = state.parts;
   const resumedBytes = parts.reduce((s, part) => s + part.done, 0);
   const result: BlobDownloadResult = { transferredBytes: 0, resumedBytes, retries: 0, stalls: 0 };
-  const hasher = new OrderedHasher(algo, fd, file.size, parts);
+  let hasher: Hasher;
+  try {
+    hasher =
+      opts.workerHashMinBytes > 0 && file.size >= opts.workerHashMinBytes
+        ? new WorkerHasher(algo, partialPath, file.size, parts, file)
+        : new OrderedHasher(algo, fd, file.size, parts);
+  } catch {
+    hasher = new OrderedHasher(algo, fd, file.size, parts);
+  }
   hasher.kick(); // hash what a previous run left on disk
 
   // Internal abort: the caller's signal, or the first fatal error of any part.
@@ -430,7 +644,9 @@ export async function downloadBlob(req: BlobDownloadRequest, opts: BlobDownloadO
     if (fatal !== null) throw fatal;
     if (req.signal.aborted) throw abortError(req.signal);
 
+    const tTransfer = performance.now();
     const actual = await hasher.finish();
+    const tHash = performance.now();
     if (syncing) await syncing;
     if (actual !== expected) {
       closeSync(fd);
@@ -443,10 +659,19 @@ export async function downloadBlob(req: BlobDownloadRequest, opts: BlobDownloadO
       });
     }
     await p.fsync(fd);
+    const tSync = performance.now();
     closeSync(fd);
     fd = -1;
     renameSync(partialPath, blobPath);
     fsyncDir(cache.blobsDir);
+    opts.logger.debug("blob complete", {
+      file: file.path,
+      bytes: file.size,
+      transfer_ms: Math.round(tTransfer - tStart),
+      hash_tail_ms: Math.round(tHash - tTransfer),
+      fsync_ms: Math.round(tSync - tHash),
+      retries: result.retries,
+    });
     try {
       unlinkSync(statePath);
     } catch {

@@ -16,7 +16,7 @@ import type { Logger } from "../shared/logger.ts";
 import { silentLogger } from "../shared/logger.ts";
 import type { CatalogFile, RegisterInput } from "../model-catalog/catalog.ts";
 import { DEFAULT_REVISION, isCommitSha, parseModelRef, validateRevision } from "../model-catalog/model-ref.ts";
-import { downloadBlob, expectedDigest, hashFile, partialBytes } from "./download-blob.ts";
+import { downloadBlob, expectedDigest, hashFile, partialAllocatedBytes, partialBytes } from "./download-blob.ts";
 import { HfCacheRepo } from "./hf-cache.ts";
 import { DEFAULT_HF_ENDPOINT, HubClient, type FetchFn, type RemoteFile } from "./hub-client.ts";
 import { DEFAULT_RETRY_POLICY, abortError } from "./retry.ts";
@@ -64,10 +64,14 @@ export interface ProvisionerOptions {
   verifyExistingBlobs?: boolean;
   /** Whole-file re-downloads after a checksum mismatch. Default 1. */
   maxChecksumRetries?: number;
-  /** How often part progress is saved for resume. Default 50 ms. */
+  /** How often part progress is saved for resume. Default 25 ms. */
   stateFlushIntervalMs?: number;
   /** Background fdatasync cadence while downloading. Default 256 MiB. */
   syncEveryBytes?: number;
+  /** Files at least this large are hashed on a worker thread; 0 = always on the event loop. Default 32 MiB. */
+  workerHashMinBytes?: number;
+  /** Reserve each file's disk blocks up front with fallocate(2) (Linux; else sparse). Default true. */
+  preallocate?: boolean;
   /** Never touch the network (like HF_HUB_OFFLINE): only complete cached snapshots. Default false. */
   offline?: boolean;
   logger?: Logger;
@@ -136,8 +140,10 @@ export const DEFAULTS = {
   diskMarginBytes: 1024 * 1024 * 1024,
   verifyExistingBlobs: true,
   maxChecksumRetries: 1,
-  stateFlushIntervalMs: 50,
+  stateFlushIntervalMs: 25,
   syncEveryBytes: 256 * 1024 * 1024,
+  workerHashMinBytes: 32 * 1024 * 1024,
+  preallocate: true,
 } as const;
 
 export class Provisioner {
@@ -175,6 +181,8 @@ export class Provisioner {
       maxChecksumRetries: opts.maxChecksumRetries ?? DEFAULTS.maxChecksumRetries,
       stateFlushIntervalMs: opts.stateFlushIntervalMs ?? DEFAULTS.stateFlushIntervalMs,
       syncEveryBytes: opts.syncEveryBytes ?? DEFAULTS.syncEveryBytes,
+      workerHashMinBytes: opts.workerHashMinBytes ?? DEFAULTS.workerHashMinBytes,
+      preallocate: opts.preallocate ?? DEFAULTS.preallocate,
       offline: opts.offline ?? false,
     };
     this.client = new HubClient({
@@ -264,7 +272,8 @@ export class Provisioner {
 
     // What is missing, and the disk it needs.
     const missing = plan.files.filter((f) => cache.blobSize(f.remote.etag) !== f.remote.size);
-    const needed = missing.reduce((s, f) => s + f.remote.size - partialBytes(cache, f.remote), 0);
+    // Blocks a partial download already holds (preallocated or written) are not needed again.
+    const needed = missing.reduce((s, f) => s + f.remote.size - partialAllocatedBytes(cache, f.remote), 0);
     if (missing.length > 0 && plan.offline) {
       throw new HiveError(
         502,
@@ -514,6 +523,8 @@ export class Provisioner {
             stallTimeoutMs: this.o.stallTimeoutMs,
             stateFlushIntervalMs: this.o.stateFlushIntervalMs,
             syncEveryBytes: this.o.syncEveryBytes,
+            workerHashMinBytes: this.o.workerHashMinBytes,
+            preallocate: this.o.preallocate,
             logger: this.logger,
           },
         );

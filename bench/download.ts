@@ -1,0 +1,196 @@
+/**
+ * Download benchmark (not a test): the provisioner vs `curl -o` on loopback, then kill/resume.
+ *
+ *   bun bench/download.ts            → prints one JSON object
+ *
+ * 1. A 1 GiB GGUF file on the fake hub (a pseudo-random 1 MiB block repeated; its sha256
+ *    computed once), served through the hub's 302 to the "CDN" port.
+ * 2. Three interleaved runs each of: a child "hive-like" process running the provisioner (plan,
+ *    ranged parallel parts, sha256 verification, fsync, rename, snapshot link) and
+ *    `curl -sSL -o` of the same resolve URL. Wall time measured by this process around each
+ *    child (process start included for both).
+ * 3. A child downloads the file, gets SIGKILLed at ~50 %, a new child finishes it: the fake hub's
+ *    byte counter gives the total bytes served (target ≤ 1.1 GiB).
+ *
+ * Child mode: bun bench/download.ts --child <endpoint> <modelsDir> <model_ref>
+ */
+import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Provisioner } from "../src/provisioner/index.ts";
+import { FakeHub, contentSource } from "../test/fixtures/fake-hub.ts";
+
+const GiB = 1024 ** 3;
+const REPO = "bench/Bench-GGUF";
+const FILE = "bench.Q4_K_M.gguf";
+const REF = `hf:${REPO}`;
+
+async function child(endpoint: string, modelsDir: string, modelRef: string): Promise<void> {
+  const t0 = performance.now();
+  const p = new Provisioner({ modelsDir, endpoint, diskMarginBytes: 0 });
+  let last = 0;
+  const r = await p.download(modelRef, {
+    onProgress: (x) => {
+      const now = performance.now();
+      if (now - last >= 20) {
+        last = now;
+        process.stdout.write(`${JSON.stringify({ progress: x.bytes_downloaded })}\n`);
+      }
+    },
+  });
+  process.stdout.write(`${JSON.stringify({ done: true, ms: performance.now() - t0, stats: r.stats })}\n`);
+}
+
+interface ChildResult {
+  ms: number;
+  cpu_ms?: number;
+  inner_ms?: number;
+  stats?: Record<string, number>;
+  killed?: boolean;
+  killedAtBytes?: number;
+}
+
+async function runChild(endpoint: string, modelsDir: string, killAtBytes?: number): Promise<ChildResult> {
+  const t0 = performance.now();
+  const proc = Bun.spawn([process.execPath, import.meta.path, "--child", endpoint, modelsDir, REF], {
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  let done: Record<string, unknown> | null = null;
+  let killedAt: number | undefined;
+  const decoder = new TextDecoder();
+  let buf = "";
+  for await (const chunk of proc.stdout as unknown as AsyncIterable<Uint8Array>) {
+    buf += decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      const msg = JSON.parse(line) as Record<string, unknown>;
+      if (msg.done) done = msg;
+      else if (killAtBytes !== undefined && killedAt === undefined && (msg.progress as number) >= killAtBytes) {
+        killedAt = msg.progress as number;
+        proc.kill("SIGKILL");
+      }
+    }
+  }
+  const code = await proc.exited;
+  const ms = performance.now() - t0;
+  if (killedAt !== undefined) return { ms, killed: true, killedAtBytes: killedAt };
+  if (code !== 0 || !done) throw new Error(`child failed with exit code ${code}`);
+  return { ms, cpu_ms: cpuMs(proc), inner_ms: done.ms as number, stats: done.stats as Record<string, number> };
+}
+
+function cpuMs(proc: { resourceUsage(): { cpuTime: { user: number | bigint; system: number | bigint } } | undefined }): number {
+  const u = proc.resourceUsage();
+  return u ? Math.round((Number(u.cpuTime.user) + Number(u.cpuTime.system)) / 1000) : -1;
+}
+
+async function runCmd(cmd: string[]): Promise<{ ms: number; cpu_ms: number }> {
+  const t0 = performance.now();
+  const proc = Bun.spawn(cmd, { stdout: "ignore", stderr: "inherit" });
+  const code = await proc.exited;
+  if (code !== 0) throw new Error(`${cmd[0]} exited ${code}`);
+  return { ms: performance.now() - t0, cpu_ms: cpuMs(proc) };
+}
+
+/** Flush dirty pages left by the previous run so each run starts from the same state. */
+async function settle(): Promise<void> {
+  await Bun.spawn(["sync"]).exited;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const mbps = (bytes: number, ms: number) => Math.round((bytes / 1e6 / (ms / 1000)) * 10) / 10;
+
+async function main(): Promise<void> {
+  const size = Number(process.env.BENCH_SIZE ?? GiB);
+  const runs = Number(process.env.BENCH_RUNS ?? 3);
+  // sha256 of the repeated block, computed once
+  const t0 = performance.now();
+  const src = contentSource({ size, seed: 42 });
+  const h = createHash("sha256");
+  for (let o = 0; o < size; ) {
+    const b = src.read(o, size - o);
+    h.update(b);
+    o += b.length;
+  }
+  const sha256 = h.digest("hex");
+  const hashMs = performance.now() - t0;
+
+  const hub = await FakeHub.start({ chunkBytes: 1 << 20 });
+  hub.addRepo({ id: REPO, files: [{ path: FILE, size, seed: 42, sha256 }] });
+  const url = `${hub.url}/${REPO}/resolve/main/${FILE}`;
+  const work = mkdtempSync(join(tmpdir(), "rbee-bench-"));
+  const result: Record<string, unknown> = { file_bytes: size, sha256_precompute_ms: Math.round(hashMs) };
+  try {
+    const prov: ChildResult[] = [];
+    const curl: Array<{ ms: number; cpu_ms: number }> = [];
+    const curlVerified: Array<{ ms: number; cpu_ms: number }> = [];
+    for (let i = 0; i < runs; i++) {
+      const models = join(work, `models-${i}`);
+      await settle();
+      prov.push(await runChild(hub.url, models));
+      rmSync(models, { recursive: true, force: true });
+      const out = join(work, `curl-${i}.bin`);
+      await settle();
+      curl.push(await runCmd(["curl", "-sS", "-L", "-o", out, url]));
+      rmSync(out, { force: true });
+      // the same work as the provisioner: download, verify the sha256, make it durable
+      await settle();
+      curlVerified.push(
+        await runCmd(["sh", "-c", `curl -sS -L -o '${out}' '${url}' && echo '${sha256}  ${out}' | sha256sum -c --quiet && sync '${out}'`]),
+      );
+      rmSync(out, { force: true });
+    }
+    const provMs = prov.map((r) => r.ms);
+    const curlMs = curl.map((r) => r.ms);
+    const curlVMs = curlVerified.map((r) => r.ms);
+    result.throughput = {
+      provisioner_MBps: provMs.map((ms) => mbps(size, ms)),
+      curl_MBps: curlMs.map((ms) => mbps(size, ms)),
+      curl_sha256sum_sync_MBps: curlVMs.map((ms) => mbps(size, ms)),
+      provisioner_median_MBps: mbps(size, median(provMs)),
+      curl_median_MBps: mbps(size, median(curlMs)),
+      curl_sha256sum_sync_median_MBps: mbps(size, median(curlVMs)),
+      ratio_vs_curl: Math.round((median(curlMs) / median(provMs)) * 1000) / 1000,
+      ratio_vs_curl_sha256sum_sync: Math.round((median(curlVMs) / median(provMs)) * 1000) / 1000,
+      cpu_ms_per_run: {
+        provisioner: prov.map((r) => r.cpu_ms),
+        curl: curl.map((r) => r.cpu_ms),
+        curl_sha256sum_sync: curlVerified.map((r) => r.cpu_ms),
+      },
+      cores: navigator.hardwareConcurrency,
+      note:
+        "wall time of a child process each (start included). provisioner = plan API calls, 8 parallel 64 MiB Range parts via the 302 to the CDN port, sha256 on a worker thread, fsync, rename, snapshot link. curl = curl -sSL -o (no verification, no fsync). The fake hub runs in this process on the same cores.",
+    };
+
+    // Kill at ~50 %, restart, finish.
+    hub.clearLog();
+    const models = join(work, "models-kill");
+    const killed = await runChild(hub.url, models, Math.floor(size / 2));
+    const servedBeforeKill = hub.bytesServed((e) => e.content);
+    const finished = await runChild(hub.url, models);
+    const served = hub.bytesServed((e) => e.content);
+    result.kill_resume = {
+      killed_at_bytes: killed.killedAtBytes,
+      served_before_kill_bytes: servedBeforeKill,
+      resumed_bytes: finished.stats!.bytes_resumed,
+      transferred_after_restart_bytes: finished.stats!.bytes_transferred,
+      total_served_bytes: served,
+      total_served_GiB: Math.round((served / GiB) * 1000) / 1000,
+      target_GiB: 1.1 * (size / GiB),
+      ok: served <= 1.1 * size,
+    };
+  } finally {
+    await hub.stop();
+    rmSync(work, { recursive: true, force: true });
+  }
+  console.log(JSON.stringify(result, null, 2));
+}
+
+if (process.argv[2] === "--child") {
+  await child(process.argv[3]!, process.argv[4]!, process.argv[5]!);
+} else {
+  await main();
+}
