@@ -12,6 +12,8 @@
  * 3. A child downloads the file, gets SIGKILLed at ~50 %, a new child finishes it: the fake hub's
  *    byte counter gives the total bytes served (target ≤ 1.1 GiB).
  *
+ * Env: BENCH_SIZE (bytes, default 1 GiB), BENCH_RUNS (default 3), BENCH_DIR (default the OS temp
+ * dir; /dev/shm takes the disk out of the comparison).
  * Child mode: bun bench/download.ts --child <endpoint> <modelsDir> <model_ref>
  */
 import { createHash } from "node:crypto";
@@ -19,6 +21,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Provisioner } from "../src/provisioner/index.ts";
+import { createLogger } from "../src/shared/logger.ts";
 import { FakeHub, contentSource } from "../test/fixtures/fake-hub.ts";
 
 const GiB = 1024 ** 3;
@@ -28,7 +31,10 @@ const REF = `hf:${REPO}`;
 
 async function child(endpoint: string, modelsDir: string, modelRef: string): Promise<void> {
   const t0 = performance.now();
-  const p = new Provisioner({ modelsDir, endpoint, diskMarginBytes: 0 });
+  const logger = createLogger({ format: "json", level: "debug", write: (line) => {
+    if (line.includes('"blob complete"')) process.stdout.write(`${JSON.stringify({ phases: JSON.parse(line) })}\n`);
+  } });
+  const p = new Provisioner({ modelsDir, endpoint, diskMarginBytes: 0, logger });
   let last = 0;
   const r = await p.download(modelRef, {
     onProgress: (x) => {
@@ -46,6 +52,7 @@ interface ChildResult {
   ms: number;
   cpu_ms?: number;
   inner_ms?: number;
+  phases?: { transfer_ms: number; hash_tail_ms: number; fsync_ms: number };
   stats?: Record<string, number>;
   killed?: boolean;
   killedAtBytes?: number;
@@ -59,6 +66,7 @@ async function runChild(endpoint: string, modelsDir: string, killAtBytes?: numbe
   });
   let done: Record<string, unknown> | null = null;
   let killedAt: number | undefined;
+  let phases: ChildResult["phases"];
   const decoder = new TextDecoder();
   let buf = "";
   for await (const chunk of proc.stdout as unknown as AsyncIterable<Uint8Array>) {
@@ -69,6 +77,7 @@ async function runChild(endpoint: string, modelsDir: string, killAtBytes?: numbe
       buf = buf.slice(nl + 1);
       const msg = JSON.parse(line) as Record<string, unknown>;
       if (msg.done) done = msg;
+      else if (msg.phases) phases = msg.phases as ChildResult["phases"];
       else if (killAtBytes !== undefined && killedAt === undefined && (msg.progress as number) >= killAtBytes) {
         killedAt = msg.progress as number;
         proc.kill("SIGKILL");
@@ -79,7 +88,7 @@ async function runChild(endpoint: string, modelsDir: string, killAtBytes?: numbe
   const ms = performance.now() - t0;
   if (killedAt !== undefined) return { ms, killed: true, killedAtBytes: killedAt };
   if (code !== 0 || !done) throw new Error(`child failed with exit code ${code}`);
-  return { ms, cpu_ms: cpuMs(proc), inner_ms: done.ms as number, stats: done.stats as Record<string, number> };
+  return { ms, cpu_ms: cpuMs(proc), inner_ms: done.ms as number, stats: done.stats as Record<string, number>, phases };
 }
 
 function cpuMs(proc: { resourceUsage(): { cpuTime: { user: number | bigint; system: number | bigint } } | undefined }): number {
@@ -121,8 +130,8 @@ async function main(): Promise<void> {
   const hub = await FakeHub.start({ chunkBytes: 1 << 20 });
   hub.addRepo({ id: REPO, files: [{ path: FILE, size, seed: 42, sha256 }] });
   const url = `${hub.url}/${REPO}/resolve/main/${FILE}`;
-  const work = mkdtempSync(join(tmpdir(), "rbee-bench-"));
-  const result: Record<string, unknown> = { file_bytes: size, sha256_precompute_ms: Math.round(hashMs) };
+  const work = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "rbee-bench-"));
+  const result: Record<string, unknown> = { file_bytes: size, work_dir: work, sha256_precompute_ms: Math.round(hashMs) };
   try {
     const prov: ChildResult[] = [];
     const curl: Array<{ ms: number; cpu_ms: number }> = [];
@@ -155,6 +164,11 @@ async function main(): Promise<void> {
       curl_sha256sum_sync_median_MBps: mbps(size, median(curlVMs)),
       ratio_vs_curl: Math.round((median(curlMs) / median(provMs)) * 1000) / 1000,
       ratio_vs_curl_sha256sum_sync: Math.round((median(curlVMs) / median(provMs)) * 1000) / 1000,
+      provisioner_phases_ms: prov.map((r) => ({
+        transfer: r.phases?.transfer_ms,
+        hash_tail: r.phases?.hash_tail_ms,
+        fsync: r.phases?.fsync_ms,
+      })),
       cpu_ms_per_run: {
         provisioner: prov.map((r) => r.cpu_ms),
         curl: curl.map((r) => r.cpu_ms),

@@ -426,9 +426,8 @@ function freshState(file: RemoteFile, partSize: number): PartialState {
   return { version: 1, etag: file.etag, size: file.size, parts };
 }
 
-let stateTmpCounter = 0;
 function saveState(path: string, state: PartialState): void {
-  const tmp = `${path}.tmp-${process.pid}-${++stateTmpCounter}`;
+  const tmp = `${path}.tmp`; // one writer per blob in a process; a leftover is simply overwritten
   writeFileSync(tmp, JSON.stringify(state));
   renameSync(tmp, path);
 }

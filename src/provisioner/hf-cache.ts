@@ -177,7 +177,7 @@ export class HfCacheRepo {
   }
 
   removePartial(etag: string): void {
-    for (const p of [this.partialPath(etag), this.partialStatePath(etag)]) {
+    for (const p of [this.partialPath(etag), this.partialStatePath(etag), `${this.partialStatePath(etag)}.tmp`]) {
       try {
         unlinkSync(p);
       } catch {

@@ -226,7 +226,8 @@ export class HubClient {
   errorFor(res: Response, ctx: RequestContext): Error {
     const code = res.headers.get("x-error-code");
     const status = res.status;
-    const where = `${ctx.repo}${ctx.path ? `/${ctx.path}` : ""}`;
+    const hubMsg = (res.headers.get("x-error-message") ?? "").slice(0, 300);
+    const where = `${ctx.repo}${ctx.path ? `/${ctx.path}` : ""}${hubMsg ? ` (hub: ${hubMsg})` : ""}`;
     const tokenHint = this.token
       ? "the configured HF_TOKEN does not grant access; accept the model's terms on the hub with that account"
       : "set HF_TOKEN to a token of an account that has access";
