@@ -2,12 +2,13 @@
  * Configuration: one TypeBox schema, layered defaults < TOML file < environment < flags,
  * validated once at startup. Every duration is a number of seconds and may be fractional.
  */
-import { t } from "elysia";
+import { t } from "./shared/schema.ts";
 import { Value } from "@sinclair/typebox/value";
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { readFileSync } from "node:fs";
 import type { CliFlags } from "./cli.ts";
+import { DEFAULT_QUANT_PREFERENCE } from "./provisioner/select.ts";
 
 const Seconds = (description: string, minimum = 0) => t.Number({ minimum, description });
 const Port = t.Integer({ minimum: 1, maximum: 65535 });
@@ -189,7 +190,7 @@ export function defaultConfig(home = homedir()): HiveConfig {
     shutdown: { worker_grace_s: 10, total_timeout_s: 30 },
     downloads: {
       hf_endpoint: "https://huggingface.co",
-      quant_preference: ["Q4_K_M", "Q4_K_S", "Q4_0", "Q5_K_M", "Q5_0", "Q8_0", "Q6_K", "F16", "BF16"],
+      quant_preference: [...DEFAULT_QUANT_PREFERENCE],
       part_size_mb: 64,
       parallel_parts: 8,
       max_retries: 6,

@@ -25,23 +25,10 @@ import { HiveError, errorMessage, isHiveError } from "./shared/errors.ts";
 import type { Logger } from "./shared/logger.ts";
 import { silentLogger } from "./shared/logger.ts";
 import type { CatalogEntry, ModelCatalog, RegisterInput } from "./model-catalog/catalog.ts";
+import type { DownloadJobInfo, JobState, ProgressEvent } from "./model-catalog/types.ts";
+export type { DownloadJobInfo, JobState, ProgressEvent };
 import { DEFAULT_REVISION, parseModelRef, validateRevision } from "./model-catalog/model-ref.ts";
 import type { ModelPlan, ProvisionOptions, ProvisionProgress, ProvisionResult } from "./provisioner/provisioner.ts";
-
-export type ProgressEvent =
-  | {
-      stage: "downloading";
-      bytes_downloaded: number;
-      bytes_total: number;
-      speed_mbps: number;
-      file?: string;
-      files_done?: number;
-      files_total?: number;
-      /** planning | verifying | downloading */
-      phase?: string;
-    }
-  | { stage: "complete"; local_path: string }
-  | { stage: "error"; message: string; code: string };
 
 export interface TrackedEvent {
   id: number;
@@ -49,28 +36,6 @@ export interface TrackedEvent {
 }
 
 export type DownloadListener = (event: TrackedEvent) => void;
-
-export type JobState = "planning" | "downloading" | "complete" | "error" | "cancelled";
-
-export interface DownloadJobInfo {
-  id: string;
-  model_ref: string;
-  revision: string;
-  state: JobState;
-  commit: string | null;
-  bytes_downloaded: number;
-  bytes_total: number;
-  files_done: number;
-  files_total: number;
-  speed_mbps: number;
-  /** Unix ms. */
-  started_at: number;
-  finished_at: number | null;
-  local_path: string | null;
-  error: { code: string; message: string } | null;
-  subscribers: number;
-  last_event_id: number;
-}
 
 /** What the tracker needs of the provisioner (the real one, or a stub in tests). */
 export interface ProvisionerLike {

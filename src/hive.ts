@@ -6,6 +6,7 @@ import { mkdirSync } from "node:fs";
 import type { LoadedConfig } from "./config.ts";
 import { bindPolicyViolation, isLoopbackHost, tokenFingerprint } from "./shared/auth-min.ts";
 import type { Logger } from "./shared/logger.ts";
+import { errorMessage } from "./shared/errors.ts";
 import { systemClock, type Clock } from "./shared/clock.ts";
 import { spawnSupervised, type Spawner } from "./shared/daemon-lifecycle.ts";
 import { HttpClient, type FetchLike } from "./shared/http-client.ts";
@@ -26,6 +27,11 @@ import { metricsController } from "./http/metrics.ts";
 import { HiveMetrics } from "./metrics.ts";
 import type { ServerRef } from "./http/server-ref.ts";
 import { VERSION } from "./version.ts";
+import { ModelCatalog } from "./model-catalog/catalog.ts";
+import { Provisioner } from "./provisioner/provisioner.ts";
+import { DownloadTracker } from "./download-tracker.ts";
+import { ModelService } from "./model-service.ts";
+import { modelsController } from "./http/models.ts";
 
 export class StartupError extends Error {
   constructor(message: string) {
@@ -44,6 +50,8 @@ export interface HiveOverrides {
   workerEnv?: Record<string, string>;
   /** Echo worker output lines (default: to stderr unless [workers] silent). */
   echo?: ((line: string) => void) | null;
+  /** Free-space probe of the models dir (tests). */
+  statfs?: (path: string) => { bavail: number | bigint; bsize: number | bigint };
 }
 
 export interface Hive {
@@ -54,6 +62,8 @@ export interface Hive {
   lifecycle: WorkerLifecycleManager;
   monitor: HealthMonitor;
   bus: EventBus;
+  catalog: ModelCatalog;
+  tracker: DownloadTracker;
 }
 
 export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOverrides = {}): Promise<Hive> {
@@ -75,6 +85,37 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     // Upstream workers bind 0.0.0.0: a port is only free if both that and the worker host bind.
     probeHosts: [...new Set(["0.0.0.0", workerHost === "localhost" ? "127.0.0.1" : workerHost])],
   });
+  let catalog: ModelCatalog;
+  try {
+    catalog = new ModelCatalog({ path: resolved.catalogPath, clock });
+  } catch (e) {
+    throw new StartupError(`cannot open the model catalog ${resolved.catalogPath}: ${errorMessage(e)}`);
+  }
+  const dl = config.downloads;
+  const provisioner = new Provisioner({
+    modelsDir: resolved.modelsDir,
+    endpoint: dl.hf_endpoint,
+    token: secrets.hfToken,
+    fetch: o.fetch,
+    allowedRoots: config.paths.allowed_model_roots,
+    quantPreference: dl.quant_preference,
+    partSizeBytes: Math.round(dl.part_size_mb * 1024 * 1024),
+    maxParallelParts: dl.parallel_parts,
+    maxRetries: dl.max_retries,
+    stallTimeoutMs: dl.stall_timeout_s * 1000,
+    diskMarginBytes: Math.round(dl.disk_margin_mb * 1024 * 1024),
+    statfs: o.statfs,
+    logger,
+  });
+  const tracker = new DownloadTracker({
+    catalog,
+    provisioner,
+    clock,
+    logger,
+    progressIntervalMs: dl.progress_interval_s * 1000,
+    finishedJobTtlMs: dl.finished_ttl_s * 1000,
+  });
+  const models = new ModelService({ catalog, tracker, registry, modelsDir: resolved.modelsDir, logger });
   let callbackBase = "";
   const lifecycle = new WorkerLifecycleManager({
     config,
@@ -86,7 +127,7 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     clock,
     http,
     ports,
-    models: createModelResolver({ modelsDir: resolved.modelsDir, allowedRoots: config.paths.allowed_model_roots }),
+    models: createModelResolver({ modelsDir: resolved.modelsDir, allowedRoots: config.paths.allowed_model_roots, source: models }),
     restartPolicy: new RestartPolicy(config.restart, o.random),
     queen: new QueenNotifier(http, logger, config.queen.callback_url, secrets.apiToken),
     callbackBase: () => callbackBase,
@@ -108,6 +149,7 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     controllers: [
       workersController(lifecycle, registry),
       metricsController(metrics),
+      modelsController(models, tracker, { keepAliveMs: config.server.sse_keepalive_s * 1000, shutdown: shutdown.signal, server: serverRef }),
       eventsController(bus, { keepAliveMs: config.server.sse_keepalive_s * 1000, shutdown: shutdown.signal, server: serverRef }),
     ],
   });
@@ -142,6 +184,8 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
   });
   shutdown.register("monitor", () => monitor.stop());
   shutdown.register("workers", () => lifecycle.stopAll(config.shutdown.worker_grace_s * 1000));
+  shutdown.register("downloads", () => tracker.stopAll()); // partial files stay for resume
+  shutdown.register("catalog", () => catalog.close());
   shutdown.registerForce(() => lifecycle.killAll());
 
   logger.info("rbee-hive listening", {
@@ -153,5 +197,5 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     loopback: isLoopbackHost(resolved.host),
     config: loaded.source,
   });
-  return { server, shutdown, url: server.url, registry, lifecycle, monitor, bus };
+  return { server, shutdown, url: server.url, registry, lifecycle, monitor, bus, catalog, tracker };
 }

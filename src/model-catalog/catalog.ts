@@ -13,40 +13,9 @@ import type { Clock } from "../shared/clock.ts";
 import { systemClock } from "../shared/clock.ts";
 import { catalogKey } from "./model-ref.ts";
 import { migrate } from "./schema.ts";
+import type { CatalogEntry, CatalogFile } from "./types.ts";
 
-export interface CatalogFile {
-  /** Path inside the repo (hf:) or relative to the model directory (file:). */
-  path: string;
-  /** Absolute path a reader opens (for hf: the snapshot symlink). */
-  local_path: string;
-  size_bytes: number;
-  /** sha256 hex (LFS files), null when the hub gave none (small git files) or not computed (file:). */
-  sha256: string | null;
-  /** git blob sha1 of non-LFS files. */
-  git_oid: string | null;
-  /** The blob the snapshot entry points to (HF cache layout). */
-  blob_path: string | null;
-}
-
-export interface CatalogEntry {
-  model_ref: string;
-  provider: string;
-  /** Upstream key column; `<reference>@<revision>` when a non-default revision was asked for. */
-  reference: string;
-  revision: string | null;
-  commit: string | null;
-  /** What a worker is given as `--model`: the (first) GGUF file, or the snapshot directory. */
-  local_path: string;
-  size_bytes: number;
-  /** Unix seconds (upstream convention). */
-  downloaded_at: number;
-  format: string | null;
-  quantization: string | null;
-  metadata: Record<string, unknown>;
-  /** Unix seconds, null if never used. */
-  last_used_at: number | null;
-  files: CatalogFile[];
-}
+export { CatalogEntry, CatalogFile } from "./types.ts";
 
 export interface RegisterInput {
   modelRef: string;

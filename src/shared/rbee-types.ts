@@ -2,7 +2,7 @@
  * rbee-types: the only types shared with queen-rbee (as the seed says: WorkerState only),
  * plus the Rust serde SystemTime wire shape both sides use for timestamps.
  */
-import { t } from "elysia";
+import { t } from "./schema.ts";
 
 export const WorkerState = t.Union([t.Literal("loading"), t.Literal("idle"), t.Literal("busy")]);
 export type WorkerState = typeof WorkerState.static;

@@ -1,0 +1,78 @@
+/**
+ * Models on this host: the catalog, downloads through the tracker, deletion, and the `hf:`/`file:`
+ * source that spawn uses (a model not in the catalog starts or joins its download).
+ */
+import type { CatalogEntry, ModelCatalog } from "./model-catalog/catalog.ts";
+import { parseModelRef } from "./model-catalog/model-ref.ts";
+import type { DownloadTracker } from "./download-tracker.ts";
+import type { ModelSource, ResolvedModel } from "./model-resolver.ts";
+import { removeModelFiles } from "./provisioner/remove.ts";
+import type { WorkerRegistry } from "./registry.ts";
+import { conflict, notFound } from "./shared/errors.ts";
+import type { Logger } from "./shared/logger.ts";
+
+export interface DownloadAnswer {
+  download_id: string;
+  local_path: string | null;
+  /** Hive additions. */
+  model_ref: string;
+  joined: boolean;
+}
+
+export class ModelService implements ModelSource {
+  constructor(
+    private readonly d: {
+      catalog: ModelCatalog;
+      tracker: DownloadTracker;
+      registry: WorkerRegistry;
+      modelsDir: string;
+      logger: Logger;
+    },
+  ) {}
+
+  /** Upstream answer: `{"download_id","local_path":null}`, or `"cached"` with the path. */
+  async download(modelRef: string, revision?: string): Promise<DownloadAnswer> {
+    const r = await this.d.tracker.start(modelRef, { revision });
+    if (r.cached) return { download_id: "cached", local_path: r.local_path, model_ref: modelRef, joined: false };
+    return { download_id: r.job.id, local_path: null, model_ref: modelRef, joined: r.joined };
+  }
+
+  /** For spawn: a local path now, or a download to wait for (never blocks on the transfer). */
+  async resolve(modelRef: string, opts: { revision?: string } = {}): Promise<ResolvedModel> {
+    const r = await this.d.tracker.start(modelRef, { revision: opts.revision });
+    if (r.cached) {
+      this.d.catalog.touch(modelRef, opts.revision);
+      return { kind: "local", path: r.local_path };
+    }
+    const done = this.d.tracker.whenDone(r.job.id).then((entry) => {
+      this.d.catalog.touch(modelRef, opts.revision);
+      return entry.local_path;
+    });
+    return { kind: "downloading", downloadId: r.job.id, done };
+  }
+
+  list(): CatalogEntry[] {
+    return this.d.catalog.list();
+  }
+
+  /**
+   * Unregister a model and delete its downloaded files (files of `file:` models are the
+   * operator's and stay). 409 while a worker uses it.
+   */
+  remove(modelRef: string, revision?: string): { model_ref: string; removed: true; freed_bytes: number } {
+    parseModelRef(modelRef);
+    const entry = this.d.catalog.get(modelRef, revision);
+    if (!entry) throw notFound("MODEL_NOT_FOUND", `model ${modelRef}${revision ? `@${revision}` : ""} is not in the catalog`);
+    const users = this.d.registry.list().filter((w) => w.model_ref === modelRef);
+    if (users.length > 0) {
+      throw conflict("MODEL_IN_USE", `model ${modelRef} is used by ${users.length} worker(s); stop them first`, {
+        worker_ids: users.map((w) => w.id),
+      });
+    }
+    // Unregister first: a crash between the two steps leaves stray files, never a row without files.
+    this.d.catalog.remove(modelRef, revision);
+    const freed = entry.provider === "hf" ? removeModelFiles(this.d.modelsDir, entry) : 0;
+    this.d.logger.info("model removed", { model_ref: modelRef, freed_bytes: freed });
+    return { model_ref: modelRef, removed: true, freed_bytes: freed };
+  }
+}
