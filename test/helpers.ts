@@ -75,6 +75,8 @@ export interface TestHive extends Hive {
   /** A small model file under the models dir, as a file: model_ref. */
   modelRef: string;
   token?: string;
+  /** Every log line the hive wrote (JSON). */
+  logs: string[];
   api(path: string, init?: RequestInit & { json?: unknown; auth?: boolean }): Promise<Response>;
   spawn(body?: Record<string, unknown>): Promise<{ worker_id: string; url: string; state: string }>;
   waitState(id: string, pred: (w: any) => boolean, what?: string, timeoutMs?: number): Promise<any>;
@@ -106,7 +108,8 @@ export async function startTestHive(
   const modelsDir = loaded.resolved.modelsDir;
   mkdirSync(modelsDir, { recursive: true });
   writeFileSync(join(modelsDir, "tiny.gguf"), "GGUF fake model");
-  const hive = await startHive(loaded, memoryLogger(), { echo: null, workerEnv: opts.workerEnv, ...opts.overrides });
+  const logger = memoryLogger();
+  const hive = await startHive(loaded, logger, { echo: null, workerEnv: opts.workerEnv, ...opts.overrides });
   const api: TestHive["api"] = (path, init = {}) => {
     const headers = new Headers(init.headers);
     if (init.json !== undefined) headers.set("content-type", "application/json");
@@ -124,6 +127,7 @@ export async function startTestHive(
     modelsDir,
     modelRef,
     token: opts.token,
+    logs: logger.lines,
     api,
     async spawn(body: Record<string, unknown> = {}) {
       const res = await api("/v1/workers/spawn", { json: { model_ref: modelRef, backend: "cpu", device: 0, ...body } });
