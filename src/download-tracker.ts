@@ -60,6 +60,8 @@ export interface DownloadTrackerOptions {
   speedWindowMs?: number;
   /** Job ids (default crypto.randomUUID). */
   idFactory?: () => string;
+  /** Told when a job starts and when it ends (complete/error), not on every progress event. */
+  onLifecycle?: (job: DownloadJobInfo, event: ProgressEvent | { stage: "started" }) => void;
 }
 
 export type StartResult =
@@ -125,6 +127,7 @@ export class DownloadTracker {
   private readonly historySize: number;
   private readonly speedWindowMs: number;
   private readonly idFactory: () => string;
+  private readonly onLifecycle: DownloadTrackerOptions["onLifecycle"];
   private readonly jobs = new Map<string, Job>();
   /** Running jobs by model key. */
   private readonly active = new Map<string, Job>();
@@ -139,6 +142,7 @@ export class DownloadTracker {
     this.historySize = Math.max(2, opts.historySize ?? 100);
     this.speedWindowMs = opts.speedWindowMs ?? 3000;
     this.idFactory = opts.idFactory ?? (() => randomUUID());
+    this.onLifecycle = opts.onLifecycle;
   }
 
   /**
@@ -409,6 +413,16 @@ export class DownloadTracker {
     job.events.push(ev);
     if (job.events.length > this.historySize) job.events.splice(0, job.events.length - this.historySize);
     for (const l of [...job.listeners]) this.deliver(job, l, ev);
+    if (data.stage !== "downloading") this.notifyLifecycle(job, data);
+    else if (ev.id === 1) this.notifyLifecycle(job, { stage: "started" });
+  }
+
+  private notifyLifecycle(job: Job, event: ProgressEvent | { stage: "started" }): void {
+    try {
+      this.onLifecycle?.(this.info(job), event);
+    } catch (e) {
+      this.logger.warn("download lifecycle listener failed", { err: errorMessage(e) });
+    }
   }
 
   private deliver(job: Job, listener: DownloadListener, ev: TrackedEvent): void {

@@ -114,6 +114,13 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     logger,
     progressIntervalMs: dl.progress_interval_s * 1000,
     finishedJobTtlMs: dl.finished_ttl_s * 1000,
+    // Downloads show up on the one event bus too (events stream, metrics).
+    onLifecycle: (job, event) => {
+      const base = { download_id: job.id, model_ref: job.model_ref, revision: job.revision };
+      if (event.stage === "started") bus.publish("download_started", base);
+      else if (event.stage === "complete") bus.publish("download_complete", { ...base, local_path: event.local_path, bytes: job.bytes_total });
+      else if (event.stage === "error") bus.publish("download_failed", { ...base, code: event.code, message: event.message });
+    },
   });
   const models = new ModelService({ catalog, tracker, registry, modelsDir: resolved.modelsDir, logger });
   let callbackBase = "";

@@ -56,8 +56,26 @@ export class HiveMetrics {
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
       registers: [this.registry],
     });
+    const downloads = new Counter({
+      name: "rbee_hive_downloads_total",
+      help: "Model downloads that ended, by outcome",
+      labelNames: ["outcome"],
+      registers: [this.registry],
+    });
+    const downloadBytes = new Counter({
+      name: "rbee_hive_download_bytes_total",
+      help: "Bytes of completed model downloads",
+      registers: [this.registry],
+    });
     bus.subscribe((e) => {
       switch (e.type) {
+        case "download_complete":
+          downloads.inc({ outcome: "complete" });
+          if (typeof e.data.bytes === "number") downloadBytes.inc(e.data.bytes);
+          break;
+        case "download_failed":
+          downloads.inc({ outcome: e.data.code === "DOWNLOAD_CANCELLED" ? "cancelled" : "error" });
+          break;
         case "exited":
           exits.inc({ reason: String(e.data.reason) });
           break;

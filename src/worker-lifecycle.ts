@@ -9,7 +9,7 @@
  *           then the restart policy decides: restart (same id, same port if free), crash_loop, or gone.
  */
 import { randomUUID } from "node:crypto";
-import { accessSync, constants, existsSync, statSync } from "node:fs";
+import { accessSync, constants, existsSync, renameSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { DEFAULT_WORKER_PROFILE, resolveProfile, type HiveConfig, type WorkerProfile } from "./config.ts";
 import type { EventBus } from "./event-bus.ts";
@@ -247,11 +247,13 @@ export class WorkerLifecycleManager {
       callback_url: callbackUrl,
     });
     entry.modelPath = modelPath;
+    const logFile = join(this.d.logsDir, `${id}.log`);
+    rotateIfLarger(logFile, this.d.config.workers.log_file_max_mb * 1024 * 1024);
     const child = this.d.spawner({
       id,
       command: [entry.binary, ...args],
       env: { ...this.d.workerEnv, ...entry.profile.env },
-      logFile: join(this.d.logsDir, `${id}.log`),
+      logFile,
       ringLines: this.d.config.workers.log_ring_lines,
       echo: this.d.echo,
       onOutput: () => entry.deadline?.touch(),
@@ -607,6 +609,15 @@ export class WorkerLifecycleManager {
   killAll(): void {
     this.shuttingDown = true;
     for (const e of this.entries.values()) e.child?.signal("SIGKILL");
+  }
+}
+
+/** Restarts append to the same log: keep one previous generation once it grows past the cap. */
+function rotateIfLarger(path: string, maxBytes: number): void {
+  try {
+    if (statSync(path).size > maxBytes) renameSync(path, `${path}.1`);
+  } catch {
+    // no log yet
   }
 }
 

@@ -50,6 +50,8 @@ async function readProgress(res: Response, timeoutMs = 5000) {
 describe("downloads", () => {
   test("download → live progress → [DONE] → catalog; a second request is answered from the cache", async () => {
     const { h } = await setup();
+    const busEvents: any[] = [];
+    h.bus.subscribe((e) => busEvents.push(e));
     const res = await h.api("/v1/models/download", { json: { model_ref: "hf:org/tiny-GGUF" } });
     expect(res.status).toBe(200);
     const started: any = await res.json();
@@ -77,6 +79,14 @@ describe("downloads", () => {
     expect(models[0]).toMatchObject({ model_ref: "hf:org/tiny-GGUF", provider: "hf", quantization: "Q4_K_M", size_bytes: SIZE });
     expect(lstatSync(models[0].local_path).isSymbolicLink()).toBe(true); // HF cache layout snapshot entry
     expect(models[0].local_path).toContain("models--org--tiny-GGUF/snapshots/");
+
+    // Downloads are on the one event bus too (GET /v1/events, metrics).
+    const lifecycle = busEvents.filter((e) => e.type.startsWith("download_"));
+    expect(lifecycle.map((e) => e.type)).toEqual(["download_started", "download_complete"]);
+    expect(lifecycle[1].data).toMatchObject({ download_id: started.download_id, model_ref: "hf:org/tiny-GGUF", bytes: SIZE });
+    const metrics = await (await h.api("/metrics")).text();
+    expect(metrics).toContain('rbee_hive_downloads_total{outcome="complete"} 1');
+    expect(metrics).toContain(`rbee_hive_download_bytes_total ${SIZE}`);
 
     const again: any = await (await h.api("/v1/models/download", { json: { model_ref: "hf:org/tiny-GGUF" } })).json();
     expect(again).toMatchObject({ download_id: "cached", local_path: models[0].local_path });

@@ -397,6 +397,23 @@ describe("events", () => {
   });
 });
 
+describe("worker logs", () => {
+  test("every line lands in <data_dir>/logs/<id>.log; a log over the cap is rotated at the next start", async () => {
+    const h = await hive({ config: { workers: { log_file_max_mb: 0.0002 } } });
+    const { worker_id } = await h.spawn();
+    await h.waitState(worker_id, isIdle, "idle");
+    const logFile = join(h.dataDir, "logs", `${worker_id}.log`);
+    const first = readFileSync(logFile, "utf8");
+    expect(first).toContain("Calling back to pool manager");
+    expect(first.length).toBeGreaterThan(210);
+    const res = await h.api(`/v1/workers/${worker_id}/restart`, { method: "POST" });
+    expect(res.status).toBe(200);
+    await h.waitState(worker_id, (w) => w.restart_count === 1 && w.state === "idle", "restarted");
+    expect(readFileSync(`${logFile}.1`, "utf8")).toStartWith(first);
+    expect(readFileSync(logFile, "utf8")).toContain("Calling back to pool manager");
+  });
+});
+
 describe("worker profiles", () => {
   test("an http-readiness profile (llama-server style) becomes ready by polling /health", async () => {
     const wrapper = join(require("node:os").tmpdir(), `llama-server-${crypto.randomUUID()}`);
