@@ -136,6 +136,28 @@ describe("restart policy in action", () => {
     expect(delays).toEqual([1000, 2000, 3000, 3000]);
   });
 
+  test("counters reset after reset_after_s of healthy running (injected clock)", async () => {
+    const clock = new ManualClock();
+    const h = await hive({
+      config: { restart: { enabled: true, base_backoff_s: 1, max_backoff_s: 60, jitter: 0, max_attempts: 10, breaker_failures: 10, reset_after_s: 300 } },
+      overrides: { clock },
+    });
+    const { worker_id } = await h.spawn();
+    const killAndReadDelay = async (restarts: number) => {
+      const w = await h.waitState(worker_id, (x) => x.state === "idle" && x.restart_count === restarts, `idle after ${restarts} restarts`);
+      process.kill(w.pid, "SIGKILL");
+      const r = await h.waitState(worker_id, (x) => x.phase === "restarting" && x.restart_count === restarts, "restart scheduled");
+      const delay = millis(r.next_restart_at) - clock.now();
+      clock.advance(delay);
+      return delay;
+    };
+    expect(await killAndReadDelay(0)).toBe(1000);
+    expect(await killAndReadDelay(1)).toBe(2000); // quick second failure: backoff grows
+    await h.waitState(worker_id, (x) => x.state === "idle" && x.restart_count === 2, "idle");
+    clock.advance(300_000); // a long healthy run
+    expect(await killAndReadDelay(2)).toBe(1000); // slate wiped
+  });
+
   test("the circuit breaker parks a crash-looping worker, visible with its reason, until an operator retries", async () => {
     const h = await hive({
       config: { restart: { ...fastRestart, breaker_failures: 3, breaker_window_s: 60 } },
