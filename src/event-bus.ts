@@ -48,10 +48,6 @@ export class EventBus {
     return () => this.listeners.delete(listener);
   }
 
-  get lastId(): number {
-    return this.nextId - 1;
-  }
-
   get subscriberCount(): number {
     return this.listeners.size;
   }

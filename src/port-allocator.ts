@@ -63,8 +63,4 @@ export class PortAllocator {
   release(port: number): void {
     this.reserved.delete(port);
   }
-
-  get inUse(): number {
-    return this.reserved.size;
-  }
 }

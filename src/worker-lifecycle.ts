@@ -592,13 +592,6 @@ export class WorkerLifecycleManager {
     return { url: `${w.url}${entry.profile.health_path}`, healthyStatus: entry.profile.healthy_status };
   }
 
-  /** Live worker count with a running process (metrics, shutdown). */
-  get processCount(): number {
-    let n = 0;
-    for (const e of this.entries.values()) if (e.child) n++;
-    return n;
-  }
-
   /** Shutdown: no more spawns or restarts; every worker stopped in parallel. */
   async stopAll(graceMs: number): Promise<void> {
     this.shuttingDown = true;
