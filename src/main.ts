@@ -48,6 +48,10 @@ async function main(argv: string[]): Promise<void> {
     throw e;
   }
   hive.shutdown.installSignalHandlers();
+  // A daemon must not die because one background task forgot a catch: log it loudly instead.
+  process.on("unhandledRejection", (reason) => {
+    logger.error("unhandled promise rejection (bug)", { err: (reason as Error)?.stack ?? String(reason) });
+  });
 }
 
 await main(process.argv.slice(2));
