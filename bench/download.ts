@@ -6,14 +6,15 @@
  * 1. A 1 GiB GGUF file on the fake hub (a pseudo-random 1 MiB block repeated; its sha256
  *    computed once), served through the hub's 302 to the "CDN" port.
  * 2. Three interleaved runs each of: a child "hive-like" process running the provisioner (plan,
- *    ranged parallel parts, sha256 verification, fsync, rename, snapshot link) and
+ *    ranged parts, sha256 verification, fsync, rename, snapshot link) and
  *    `curl -sSL -o` of the same resolve URL. Wall time measured by this process around each
  *    child (process start included for both).
  * 3. A child downloads the file, gets SIGKILLed at ~50 %, a new child finishes it: the fake hub's
  *    byte counter gives the total bytes served (target ≤ 1.1 GiB).
  *
  * Env: BENCH_SIZE (bytes, default 1 GiB), BENCH_RUNS (default 3), BENCH_DIR (default the OS temp
- * dir; /dev/shm takes the disk out of the comparison).
+ * dir; /dev/shm takes the disk out of the comparison), BENCH_OPTS (JSON merged into the child's
+ * Provisioner options, e.g. '{"initialParallelParts":8}' to compare settings).
  * Child mode: bun bench/download.ts --child <endpoint> <modelsDir> <model_ref>
  */
 import { createHash } from "node:crypto";
@@ -34,7 +35,8 @@ async function child(endpoint: string, modelsDir: string, modelRef: string): Pro
   const logger = createLogger({ format: "json", level: "debug", write: (line) => {
     if (line.includes('"blob complete"')) process.stdout.write(`${JSON.stringify({ phases: JSON.parse(line) })}\n`);
   } });
-  const p = new Provisioner({ modelsDir, endpoint, diskMarginBytes: 0, logger });
+  const extra = JSON.parse(process.env.BENCH_OPTS ?? "{}") as Record<string, unknown>;
+  const p = new Provisioner({ modelsDir, endpoint, diskMarginBytes: 0, logger, ...extra });
   let last = 0;
   const r = await p.download(modelRef, {
     onProgress: (x) => {
@@ -164,6 +166,7 @@ async function main(): Promise<void> {
       curl_sha256sum_sync_median_MBps: mbps(size, median(curlVMs)),
       ratio_vs_curl: Math.round((median(curlMs) / median(provMs)) * 1000) / 1000,
       ratio_vs_curl_sha256sum_sync: Math.round((median(curlVMs) / median(provMs)) * 1000) / 1000,
+      provisioner_inner_ms: prov.map((r) => Math.round(r.inner_ms ?? 0)),
       provisioner_phases_ms: prov.map((r) => ({
         transfer: r.phases?.transfer_ms,
         hash_tail: r.phases?.hash_tail_ms,
@@ -176,7 +179,7 @@ async function main(): Promise<void> {
       },
       cores: navigator.hardwareConcurrency,
       note:
-        "wall time of a child process each (start included). provisioner = plan API calls, 8 parallel 64 MiB Range parts via the 302 to the CDN port, sha256 on a worker thread, fsync, rename, snapshot link. curl = curl -sSL -o (no verification, no fsync). The fake hub runs in this process on the same cores.",
+        "wall time of a child process each (start included). provisioner = plan API calls, one Range stream via the 302 to the CDN port (more only if it is slow), sha256 inline in file order, fdatasync every 32 MiB, fsync, rename, snapshot link. curl = curl -sSL -o (no verification, no fsync). The fake hub runs in this process on the same cores.",
     };
 
     // Kill at ~50 %, restart, finish.

@@ -29,6 +29,7 @@ function make(trackerOpts: Partial<DownloadTrackerOptions> = {}, provOpts: Parti
     endpoint: hub.url,
     partSizeBytes: PART,
     maxParallelParts: 4,
+    initialParallelParts: 4,
     retryBaseMs: 5,
     retryMaxMs: 50,
     stallTimeoutMs: 5000,

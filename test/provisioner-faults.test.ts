@@ -39,11 +39,11 @@ function prov(extra: Partial<ProvisionerOptions> = {}): Provisioner {
     endpoint: hub.url,
     partSizeBytes: PART,
     maxParallelParts: 4,
+    initialParallelParts: 4, // the per-part behaviours below; "streams" covers the default of 1
     retryBaseMs: 5,
     retryMaxMs: 50,
     stallTimeoutMs: 2000,
     diskMarginBytes: 0,
-    workerHashMinBytes: 1, // these tests exercise the hash worker; provisioner.test.ts the inline hasher
     ...extra,
   });
 }
@@ -115,6 +115,49 @@ describe("resume", () => {
     expect(existsSync(join(blobsDir(), `${sha}.rbee-partial`))).toBe(true);
     p.purgePartials(plan);
     expect(readdirSync(blobsDir())).toEqual([]);
+  });
+});
+
+describe("streams", () => {
+  test("by default one connection reads the whole file in order; a drop resumes from that byte to the end", async () => {
+    hub.addFault({ kind: "drop", atByte: 600_000 });
+    const r = await prov({ initialParallelParts: 1 }).download(`hf:${REPO}`);
+    expect(content().map((e) => e.range)).toEqual([`bytes=0-${SIZE - 1}`, `bytes=600000-${SIZE - 1}`]);
+    expect(r.stats.retries).toBe(1);
+    expect(servedBytes()).toBe(SIZE);
+    expect(new Uint8Array(readFileSync(r.local_path))).toEqual(deterministicBytes(SIZE, 7));
+  });
+
+  test("an interrupted stream leaves per-part state; the next run asks for exactly what is missing", async () => {
+    hub.addFault({ kind: "stall", atByte: 400_000, ms: 60_000 });
+    const ac = new AbortController();
+    const first = prov({ initialParallelParts: 1 }).download(`hf:${REPO}`, {
+      signal: ac.signal,
+      onProgress: (p) => p.bytes_downloaded >= 400_000 && ac.abort(),
+    });
+    await expect(first).rejects.toThrow();
+    const state = JSON.parse(readFileSync(join(blobsDir(), `${sha}.rbee-partial.json`), "utf8"));
+    expect(state.parts.map((p: { done: number }) => p.done)).toEqual([PART, 400_000 - PART, 0, 0]);
+
+    hub.clearLog();
+    const r = await prov({ initialParallelParts: 1 }).download(`hf:${REPO}`);
+    expect(r.stats.bytes_resumed).toBe(400_000);
+    expect(content().map((e) => e.range)).toEqual([`bytes=400000-${SIZE - 1}`]);
+    expect(servedBytes()).toBe(SIZE - 400_000);
+    expect(new Uint8Array(readFileSync(r.local_path))).toEqual(deterministicBytes(SIZE, 7));
+  });
+
+  test("while the rate per connection is low, connections are added for the parts ahead", async () => {
+    hub.addFault({ kind: "stall", atByte: 100_000, ms: 300 });
+    const r = await prov({ initialParallelParts: 1, parallelProbeMs: 20, addPartBelowBytesPerSec: 1e12 }).download(`hf:${REPO}`);
+    const ranges = content().map((e) => e.range);
+    expect(ranges[0]).toBe(`bytes=0-${SIZE - 1}`);
+    // the second connection starts in the middle of what the first one had ahead of it
+    expect(ranges[1]).toBe(`bytes=${2 * PART}-${SIZE - 1}`);
+    expect(ranges).toContain(`bytes=${PART}-${2 * PART - 1}`);
+    expect(r.stats.bytes_transferred).toBe(SIZE); // no byte written twice
+    expect(r.stats.retries).toBe(0);
+    expect(new Uint8Array(readFileSync(r.local_path))).toEqual(deterministicBytes(SIZE, 7));
   });
 });
 

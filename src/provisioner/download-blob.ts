@@ -1,16 +1,19 @@
 /**
  * Download one file of a repo into the HF cache's blob store:
  *
- * - to `<blob>.rbee-partial`, preallocated (sparse) to the final size, in parallel `Range` parts;
- *   per-part progress is saved in `<blob>.rbee-partial.json` (≤ stateFlushIntervalMs behind the
- *   data, never ahead) so a restart, even after SIGKILL, resumes every part where it stood;
- * - retries per part with backoff on 5xx / 429 (Retry-After honoured) / resets / truncation;
- * - a stall detector aborts and retries a part that received nothing for stallTimeoutMs;
- * - the hash (sha256 for LFS files, git blob sha1 otherwise) is computed in file order while the
- *   parts arrive (hashing the in-order part straight from memory, catching up from the page cache
- *   otherwise), so verification costs almost nothing after the last byte;
- * - then fsync, atomic rename to the blob name, fsync of the directory.
- */
+ * - to `<blob>.rbee-partial`, reserved to the final size up front (fallocate, else sparse), in
+ *   `Range` parts; per-part progress is saved in `<blob>.rbee-partial.json` (≤ stateFlushIntervalMs
+ *   behind the data, never ahead) so a restart, even after SIGKILL, resumes every part where it stood;
+ * - one connection streams the parts in order (one request for the whole run of untouched parts);
+ *   more are added, up to maxParallelParts, while the rate per connection stays low and each
+ *   addition raises the total rate; a new connection starts in the middle of what another has ahead;
+ * - retries per connection with backoff on 5xx / 429 (Retry-After honoured) / resets / truncation;
+ * - a stall detector aborts and retries a connection that received nothing for stallTimeoutMs;
+ * - the hash (sha256 for LFS files, git blob sha1 otherwise) is computed in file order on the event
+ *   loop: bytes that arrive in order straight from memory, the rest (other connections, a resumed
+ *   file) read back from the page cache once the written prefix reaches it;
+ * - a background fdatasync every syncEveryBytes keeps the disk writing during the transfer;
+ * - then fsync, atomic rename to the blob name, fsync of the directory. */
 import { createHash, type Hash } from "node:crypto";
 import {
   closeSync,
@@ -25,7 +28,7 @@ import {
   renameSync,
   statSync,
   unlinkSync,
-  write as writeCb,
+  writeSync,
   writeFileSync,
 } from "node:fs";
 import { HiveError, errorMessage } from "../shared/errors.ts";
@@ -38,14 +41,19 @@ import { TransientError, abortError, backoffMs, isTransient, sleepAbortable, typ
 
 export interface BlobDownloadOptions {
   partSizeBytes: number;
+  /** Most streams (connections) at once. */
   maxParallelParts: number;
+  /** Streams opened at the start; more are added up to maxParallelParts while they are slow. */
+  initialParallelParts: number;
+  /** A stream is added when the rate per stream is below this (bytes/s)... */
+  addPartBelowBytesPerSec: number;
+  /** ...measured over this interval. */
+  parallelProbeMs: number;
   policy: RetryPolicy;
   stallTimeoutMs: number;
   stateFlushIntervalMs: number;
   /** Start a background fdatasync after this many bytes written (keeps the final fsync short). */
   syncEveryBytes: number;
-  /** Files at least this large are hashed on a worker thread (reading the page cache); 0 = never. */
-  workerHashMinBytes: number;
   /** Reserve the file's blocks with fallocate(2) where available (Linux). */
   preallocate: boolean;
   logger: Logger;
@@ -87,8 +95,6 @@ interface PartialState {
 const HASH_READ_BYTES = 8 << 20;
 
 const p = {
-  write: (fd: number, buf: Uint8Array, off: number, len: number, pos: number) =>
-    new Promise<number>((res, rej) => writeCb(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n)))),
   read: (fd: number, buf: Uint8Array, off: number, len: number, pos: number) =>
     new Promise<number>((res, rej) => readCb(fd, buf, off, len, pos, (e, n) => (e ? rej(e) : res(n)))),
   fsync: (fd: number) => new Promise<void>((res, rej) => fsyncCb(fd, (e) => (e ? rej(e) : res()))),
@@ -140,194 +146,18 @@ export async function hashFile(
   return h.digest("hex");
 }
 
-interface Hasher {
-  /** A chunk was written at `pos` (the write completed). */
-  onWrite(pos: number, chunk: Uint8Array): void;
-  /** Data may be available beyond what was hashed (e.g. resumed parts). */
-  kick(): void;
-  /** Every part is complete: the hex digest of the whole file. */
-  finish(): Promise<string>;
-  /** Stop background work before the file is closed. */
-  idle(): Promise<void>;
-}
-
 /** End of the contiguous written prefix of the file. */
 function writtenPrefix(parts: PartState[], size: number): number {
   for (const part of parts) if (part.done < partLen(part)) return part.start + part.done;
   return size;
 }
 
-/**
- * One shared hash worker per process (unref'd, so it never keeps the process alive). Each job
- * reads the contiguous written prefix of its partial file back from the page cache and hashes it,
- * so the event loop only moves bytes.
- */
-const HASH_WORKER_SOURCE = `
-const { createHash } = require("node:crypto");
-const { openSync, readSync, closeSync } = require("node:fs");
-const jobs = new Map();
-const buf = new Uint8Array(${HASH_READ_BYTES});
-function pump(id, j) {
-  while (j.hashed < j.target) {
-    const n = readSync(j.fd, buf, 0, Math.min(buf.length, j.target - j.hashed), j.hashed);
-    if (n <= 0) throw new Error("short read at " + j.hashed);
-    j.h.update(buf.subarray(0, n));
-    j.hashed += n;
-  }
-  if (j.hashed >= j.size) {
-    closeSync(j.fd);
-    jobs.delete(id);
-    postMessage({ type: "digest", id, hex: j.h.digest("hex") });
-  }
-}
-self.onmessage = (ev) => {
-  const m = ev.data;
-  const j = jobs.get(m.id);
-  try {
-    if (m.type === "init") {
-      const h = createHash(m.algo === "sha256" ? "sha256" : "sha1");
-      if (m.algo !== "sha256") h.update("blob " + m.size + "\\0");
-      const job = { fd: openSync(m.path, "r"), h, hashed: 0, target: 0, size: m.size };
-      jobs.set(m.id, job);
-      pump(m.id, job);
-    } else if (m.type === "prefix" && j) {
-      j.target = Math.max(j.target, m.end);
-      pump(m.id, j);
-    } else if (m.type === "stop") {
-      if (j) {
-        closeSync(j.fd);
-        jobs.delete(m.id);
-      }
-      postMessage({ type: "stopped", id: m.id });
-    }
-  } catch (e) {
-    if (j) {
-      try { closeSync(j.fd); } catch {}
-      jobs.delete(m.id);
-    }
-    postMessage({ type: "error", id: m.id, message: String((e && e.message) || e) });
-  }
-};
-`;
-
-interface HashJobListener {
-  onDigest(hex: string): void;
-  onStopped(): void;
-  onError(message: string): void;
-}
-
-let sharedWorker: Worker | null = null;
-const hashJobs = new Map<number, HashJobListener>();
-let nextHashJob = 1;
-
-function hashWorker(): Worker {
-  if (sharedWorker) return sharedWorker;
-  const url = URL.createObjectURL(new Blob([HASH_WORKER_SOURCE], { type: "application/javascript" }));
-  const w = new Worker(url);
-  w.onmessage = (ev: MessageEvent) => {
-    const m = ev.data as { type: string; id: number; hex?: string; message?: string };
-    const l = hashJobs.get(m.id);
-    if (!l) return;
-    if (m.type === "digest") l.onDigest(m.hex!);
-    else if (m.type === "stopped") l.onStopped();
-    else if (m.type === "error") l.onError(m.message ?? "hash worker error");
-  };
-  w.onerror = (e: ErrorEvent) => {
-    // The worker is gone: fail every job (they fall back to inline hashing) and start afresh next time.
-    sharedWorker = null;
-    for (const l of hashJobs.values()) l.onError(e.message || "hash worker crashed");
-    hashJobs.clear();
-  };
-  w.unref();
-  sharedWorker = w;
-  return w;
-}
-
-/** Hashes on the shared worker thread; falls back to hashing the finished file inline if it fails. */
-class WorkerHasher implements Hasher {
-  private readonly id = nextHashJob++;
-  private readonly worker: Worker;
-  private posted = 0;
-  private failed: string | null = null;
-  private readonly digest = deferred<string>();
-  private stopped: Deferred<void> | null = null;
-  private done = false;
-  private static readonly STEP = 4 << 20;
-
-  constructor(
-    algo: "sha256" | "git-sha1",
-    private readonly path: string,
-    private readonly size: number,
-    private readonly parts: PartState[],
-    private readonly file: RemoteFile,
-  ) {
-    this.worker = hashWorker();
-    hashJobs.set(this.id, {
-      onDigest: (hex) => this.digest.resolve(hex),
-      onStopped: () => this.stopped?.resolve(),
-      onError: (message) => this.fail(message),
-    });
-    this.worker.postMessage({ type: "init", id: this.id, path, algo, size });
-  }
-
-  private fail(message: string): void {
-    if (this.failed) return;
-    this.failed = message;
-    this.digest.resolve("");
-    this.stopped?.resolve();
-  }
-
-  onWrite(): void {
-    this.kick();
-  }
-
-  kick(): void {
-    if (this.failed || this.done) return;
-    const prefix = writtenPrefix(this.parts, this.size);
-    if (prefix >= this.posted + WorkerHasher.STEP || (prefix === this.size && prefix > this.posted)) {
-      this.posted = prefix;
-      this.worker.postMessage({ type: "prefix", id: this.id, end: prefix });
-    }
-  }
-
-  async finish(): Promise<string> {
-    this.kick();
-    const hex = await this.digest.promise;
-    this.done = true;
-    hashJobs.delete(this.id);
-    if (!this.failed) return hex;
-    return hashFile(this.path, this.file);
-  }
-
-  async idle(): Promise<void> {
-    if (this.done) return;
-    this.done = true;
-    if (!this.failed) {
-      this.stopped = deferred<void>();
-      this.worker.postMessage({ type: "stop", id: this.id });
-      await Promise.race([this.stopped.promise, new Promise((r) => setTimeout(r, 1000))]);
-    }
-    hashJobs.delete(this.id);
-  }
-}
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(v: T): void;
-}
-
-function deferred<T>(): Deferred<T> {
-  let resolve!: (v: T) => void;
-  const promise = new Promise<T>((r) => (resolve = r));
-  return { promise, resolve };
-}
-
 /** Hashes the file in order on the event loop while parts are written out of order. */
-class OrderedHasher implements Hasher {
+class OrderedHasher {
   private hashed = 0;
   private busy: Promise<void> | null = null;
   private readonly h: Hash;
-  private readonly buf = new Uint8Array(HASH_READ_BYTES);
+  private buf: Uint8Array | null = null;
   private failure: unknown = null;
 
   constructor(
@@ -367,10 +197,11 @@ class OrderedHasher implements Hasher {
 
   private async catchUp(): Promise<void> {
     for (let end = this.prefix(); end > this.hashed; end = this.prefix()) {
-      const n = Math.min(end - this.hashed, this.buf.length);
-      const got = await p.read(this.fd, this.buf, 0, n, this.hashed);
+      const buf = (this.buf ??= new Uint8Array(HASH_READ_BYTES));
+      const n = Math.min(end - this.hashed, buf.length);
+      const got = await p.read(this.fd, buf, 0, n, this.hashed);
       if (got <= 0) throw new Error(`short read at ${this.hashed}`);
-      this.h.update(this.buf.subarray(0, got));
+      this.h.update(buf.subarray(0, got));
       this.hashed += got;
     }
   }
@@ -481,15 +312,7 @@ export async function downloadBlob(req: BlobDownloadRequest, opts: BlobDownloadO
   const parts = state.parts;
   const resumedBytes = parts.reduce((s, part) => s + part.done, 0);
   const result: BlobDownloadResult = { transferredBytes: 0, resumedBytes, retries: 0, stalls: 0 };
-  let hasher: Hasher;
-  try {
-    hasher =
-      opts.workerHashMinBytes > 0 && file.size >= opts.workerHashMinBytes
-        ? new WorkerHasher(algo, partialPath, file.size, parts, file)
-        : new OrderedHasher(algo, fd, file.size, parts);
-  } catch {
-    hasher = new OrderedHasher(algo, fd, file.size, parts);
-  }
+  const hasher = new OrderedHasher(algo, fd, file.size, parts);
   hasher.kick(); // hash what a previous run left on disk
 
   // Internal abort: the caller's signal, or the first fatal error of any part.
@@ -541,25 +364,66 @@ export async function downloadBlob(req: BlobDownloadRequest, opts: BlobDownloadO
     }
   };
 
-  const runPart = async (part: PartState) => {
+  // Parts are claimed by one stream each. A stream requests its part and the run of untouched,
+  // unclaimed parts after it in one request, and claims each of those as it reaches it, so one
+  // stream reads the file in order (hashed from memory); a stream added later starts in the middle
+  // of the largest run another stream is heading into.
+  const n = parts.length;
+  const claimed = new Array<boolean>(n).fill(false);
+  const complete = (i: number) => parts[i]!.done >= partLen(parts[i]!);
+  const free = (i: number) => !claimed[i] && !complete(i);
+  /** Where a stream should start: the first run no stream is heading into, else the middle of the largest run; -1 when none. */
+  const pick = (): number => {
+    let split = -1;
+    let splitLen = 0;
+    for (let i = 0; i < n; ) {
+      if (!free(i)) {
+        i++;
+        continue;
+      }
+      let j = i + 1;
+      while (j < n && free(j) && parts[j]!.done === 0) j++;
+      const fed = parts[i]!.done === 0 && i > 0 && claimed[i - 1] && !complete(i - 1);
+      if (!fed) return i;
+      if (j - i > splitLen) {
+        splitLen = j - i;
+        split = i + ((j - i) >> 1);
+      }
+      i = j;
+    }
+    return split;
+  };
+
+  const runStream = async (first: number) => {
+    let i = first;
+    claimed[i] = true;
     let failures = 0;
-    while (part.done < partLen(part)) {
+    for (;;) {
+      if (complete(i)) {
+        i = pick();
+        if (i < 0) return;
+        claimed[i] = true;
+        failures = 0;
+      }
       if (inner.signal.aborted) throw abortError(inner.signal);
+      let last = i;
+      while (last + 1 < n && !claimed[last + 1] && parts[last + 1]!.done === 0) last++;
+      const from = parts[i]!.start + parts[i]!.done;
+      const to = parts[last]!.end;
       const a: Active = { lastActivity: performance.now(), ctrl: new AbortController(), stalled: false };
       const onAbort = () => a.ctrl.abort(inner.signal.reason);
       inner.signal.addEventListener("abort", onAbort, { once: true });
       active.add(a);
-      const before = part.done;
+      let got = 0;
       try {
-        const from = part.start + part.done;
-        const opened = await client.openFile(req.repo, req.commit, file.path, { start: from, end: part.end }, a.ctrl.signal);
+        const opened = await client.openFile(req.repo, req.commit, file.path, { start: from, end: to }, a.ctrl.signal);
         checkHubHeaders(opened.hub);
         const res = opened.response;
         if (res.status === 206) {
           const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get("content-range") ?? "");
           if (!m || Number(m[1]) !== from) {
             await res.body?.cancel().catch(() => {});
-            throw new TransientError(`unexpected Content-Range "${res.headers.get("content-range")}" for bytes=${from}-${part.end}`);
+            throw new TransientError(`unexpected Content-Range "${res.headers.get("content-range")}" for bytes=${from}-${to}`);
           }
         } else if (res.status === 200) {
           if (from !== 0) {
@@ -573,38 +437,48 @@ export async function downloadBlob(req: BlobDownloadRequest, opts: BlobDownloadO
         if (!res.body) throw new TransientError("response without body");
         const reader = res.body.getReader();
         try {
-          for (;;) {
+          read: for (;;) {
             const { done, value } = await reader.read();
             if (done) break;
-            const remaining = partLen(part) - part.done;
-            const chunk = value.length > remaining ? value.subarray(0, remaining) : value;
-            const pos = part.start + part.done;
-            let off = 0;
-            while (off < chunk.length) off += await p.write(fd, chunk, off, chunk.length - off, pos + off);
-            part.done += chunk.length;
             a.lastActivity = performance.now();
-            hasher.onWrite(pos, chunk);
-            result.transferredBytes += chunk.length;
-            req.onBytes?.(chunk.length);
-            unsyncedBytes += chunk.length;
+            const len = value.length; // the hasher may detach `value`
+            for (let off = 0; off < len; ) {
+              let part = parts[i]!;
+              if (part.done >= partLen(part)) {
+                // into the next part, unless another stream has taken it
+                if (i === last || claimed[i + 1]) break read;
+                claimed[++i] = true;
+                part = parts[i]!;
+              }
+              const take = Math.min(partLen(part) - part.done, len - off);
+              const piece = off === 0 && take === len ? value : value.subarray(off, off + take);
+              const pos = part.start + part.done;
+              for (let w = 0; w < take; ) w += writeSync(fd, piece, w, take - w, pos + w);
+              part.done += take;
+              off += take;
+              got += take;
+              hasher.onWrite(pos, piece);
+              result.transferredBytes += take;
+              req.onBytes?.(take);
+              unsyncedBytes += take;
+            }
             if (unsyncedBytes >= opts.syncEveryBytes && syncing === null) {
               unsyncedBytes = 0;
               syncing = p.fdatasync(fd).catch(() => {}).finally(() => (syncing = null));
             }
             persist();
-            if (part.done >= partLen(part)) break;
           }
         } finally {
           reader.cancel().catch(() => {});
         }
-        if (part.done < partLen(part)) throw new TransientError(`connection closed after ${part.done - before} bytes`);
+        if (!complete(i)) throw new TransientError(`connection closed after ${got} bytes`);
       } catch (e) {
         if (req.signal.aborted) throw abortError(req.signal);
         if (inner.signal.aborted && !a.stalled) throw abortError(inner.signal);
         const err = a.stalled ? new TransientError(`stalled: no data for ${opts.stallTimeoutMs} ms`) : e;
         if (a.stalled) result.stalls++;
         if (!isTransient(err)) throw err;
-        if (part.done > before) failures = 0;
+        if (got > 0) failures = 0;
         failures++;
         if (failures > opts.policy.maxRetries) {
           throw new HiveError(502, "HUB_UNREACHABLE", `downloading ${file.path} failed after ${failures} attempts: ${errorMessage(err)}`, {
@@ -615,7 +489,7 @@ export async function downloadBlob(req: BlobDownloadRequest, opts: BlobDownloadO
         const delay = err instanceof TransientError && err.retryAfterMs !== undefined ? err.retryAfterMs : backoffMs(failures - 1, opts.policy);
         result.retries++;
         req.onRetry?.({ attempt: failures, delayMs: delay, error: errorMessage(err), stalled: a.stalled });
-        opts.logger.debug("part retry", { file: file.path, start: part.start, done: part.done, attempt: failures, delay_ms: delay, error: errorMessage(err) });
+        opts.logger.debug("part retry", { file: file.path, start: parts[i]!.start, done: parts[i]!.done, attempt: failures, delay_ms: delay, error: errorMessage(err) });
         persist(true);
         await sleepAbortable(delay, inner.signal);
       } finally {
@@ -626,22 +500,52 @@ export async function downloadBlob(req: BlobDownloadRequest, opts: BlobDownloadO
   };
 
   let fatal: unknown = null;
-  try {
-    const queue = parts.filter((part) => part.done < partLen(part));
-    const workers = Array.from({ length: Math.min(Math.max(1, opts.maxParallelParts), queue.length) }, async () => {
-      for (let part = queue.shift(); part; part = queue.shift()) {
-        try {
-          await runPart(part);
-        } catch (e) {
+  const streams: Promise<void>[] = [];
+  let live = 0;
+  const launch = (): boolean => {
+    const i = pick();
+    if (i < 0 || inner.signal.aborted) return false;
+    claimed[i] = true;
+    live++;
+    streams.push(
+      Promise.resolve(i) // start after the caller's other launches have claimed their parts
+        .then(runStream)
+        .catch((e) => {
           if (fatal === null) fatal = e;
           inner.abort(e);
-          return;
-        }
-      }
-    });
-    await Promise.all(workers);
+        })
+        .finally(() => live--),
+    );
+    return true;
+  };
+  const maxStreams = Math.max(1, opts.maxParallelParts);
+  for (let k = Math.min(maxStreams, Math.max(1, opts.initialParallelParts)); k > 0 && launch(); k--);
+  // Add a stream while each one is slow, as long as the previous addition raised the total rate
+  // and nothing is being retried (a rate-limited or failing host gets no more connections).
+  let probeBytes = 0;
+  let probeAt = performance.now();
+  let probeRetries = 0;
+  let rateBeforeAdd = -1;
+  let growing = live < maxStreams;
+  const probe = setInterval(() => {
+    const now = performance.now();
+    const rate = ((result.transferredBytes - probeBytes) * 1000) / Math.max(1, now - probeAt);
+    const calm = result.retries === probeRetries;
+    probeBytes = result.transferredBytes;
+    probeAt = now;
+    probeRetries = result.retries;
+    if (!growing || !calm || live === 0 || live >= maxStreams || rate >= opts.addPartBelowBytesPerSec * live) return;
+    if (rateBeforeAdd >= 0 && rate < rateBeforeAdd * 1.1) growing = false;
+    else if (launch()) rateBeforeAdd = rate;
+  }, Math.max(1, opts.parallelProbeMs));
+  probe.unref?.();
+
+  try {
+    for (let k = 0; k < streams.length; k++) await streams[k];
+    clearInterval(probe);
     if (fatal !== null) throw fatal;
     if (req.signal.aborted) throw abortError(req.signal);
+    for (let i = 0; i < n; i++) if (!complete(i)) throw new Error(`internal: part ${i} of ${file.path} left incomplete`);
 
     const tTransfer = performance.now();
     const actual = await hasher.finish();
@@ -669,6 +573,7 @@ export async function downloadBlob(req: BlobDownloadRequest, opts: BlobDownloadO
       transfer_ms: Math.round(tTransfer - tStart),
       hash_tail_ms: Math.round(tHash - tTransfer),
       fsync_ms: Math.round(tSync - tHash),
+      streams: streams.length,
       retries: result.retries,
     });
     try {
@@ -678,6 +583,7 @@ export async function downloadBlob(req: BlobDownloadRequest, opts: BlobDownloadO
     }
     return result;
   } finally {
+    clearInterval(probe);
     clearInterval(watchdog);
     req.signal.removeEventListener("abort", onOuterAbort);
     await hasher.idle();

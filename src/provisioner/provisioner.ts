@@ -42,8 +42,18 @@ export interface ProvisionerOptions {
   quantPreference?: string[];
   /** Range part size. Default 64 MiB. */
   partSizeBytes?: number;
-  /** Parts downloaded at once per file. Default 8. */
+  /** Most connections (streams of parts) at once per file. Default 8. */
   maxParallelParts?: number;
+  /**
+   * Connections opened at the start of a file. Default 1: one stream reads the file in order (hashed
+   * from memory as it arrives); more are added up to maxParallelParts while the rate per connection
+   * stays below addPartBelowBytesPerSec and each addition raises the total rate.
+   */
+  initialParallelParts?: number;
+  /** Add a connection while each one is slower than this (bytes/s). Default 100 MB/s. */
+  addPartBelowBytesPerSec?: number;
+  /** How often the rate is measured to decide on adding a connection. Default 1 s. */
+  parallelProbeMs?: number;
   /** Retries per request / per part without progress. Default 6. */
   maxRetries?: number;
   /** First backoff delay, doubled per retry (±25 % jitter). Default 500 ms. */
@@ -66,10 +76,8 @@ export interface ProvisionerOptions {
   maxChecksumRetries?: number;
   /** How often part progress is saved for resume. Default 25 ms. */
   stateFlushIntervalMs?: number;
-  /** Background fdatasync cadence while downloading. Default 256 MiB. */
+  /** Background fdatasync cadence while downloading (keeps the disk busy during the transfer). Default 32 MiB. */
   syncEveryBytes?: number;
-  /** Files at least this large are hashed on a worker thread; 0 = always on the event loop. Default 32 MiB. */
-  workerHashMinBytes?: number;
   /** Reserve each file's disk blocks up front with fallocate(2) (Linux; else sparse). Default true. */
   preallocate?: boolean;
   /** Never touch the network (like HF_HUB_OFFLINE): only complete cached snapshots. Default false. */
@@ -131,6 +139,9 @@ export const DEFAULTS = {
   quantPreference: DEFAULT_QUANT_PREFERENCE,
   partSizeBytes: 64 * 1024 * 1024,
   maxParallelParts: 8,
+  initialParallelParts: 1,
+  addPartBelowBytesPerSec: 100e6,
+  parallelProbeMs: 1000,
   maxRetries: DEFAULT_RETRY_POLICY.maxRetries,
   retryBaseMs: DEFAULT_RETRY_POLICY.retryBaseMs,
   retryMaxMs: DEFAULT_RETRY_POLICY.retryMaxMs,
@@ -141,8 +152,7 @@ export const DEFAULTS = {
   verifyExistingBlobs: true,
   maxChecksumRetries: 1,
   stateFlushIntervalMs: 25,
-  syncEveryBytes: 256 * 1024 * 1024,
-  workerHashMinBytes: 32 * 1024 * 1024,
+  syncEveryBytes: 32 * 1024 * 1024,
   preallocate: true,
 } as const;
 
@@ -170,6 +180,9 @@ export class Provisioner {
       quantPreference: opts.quantPreference ?? [...DEFAULTS.quantPreference],
       partSizeBytes: opts.partSizeBytes ?? DEFAULTS.partSizeBytes,
       maxParallelParts: opts.maxParallelParts ?? DEFAULTS.maxParallelParts,
+      initialParallelParts: opts.initialParallelParts ?? DEFAULTS.initialParallelParts,
+      addPartBelowBytesPerSec: opts.addPartBelowBytesPerSec ?? DEFAULTS.addPartBelowBytesPerSec,
+      parallelProbeMs: opts.parallelProbeMs ?? DEFAULTS.parallelProbeMs,
       maxRetries: opts.maxRetries ?? DEFAULTS.maxRetries,
       retryBaseMs: opts.retryBaseMs ?? DEFAULTS.retryBaseMs,
       retryMaxMs: opts.retryMaxMs ?? DEFAULTS.retryMaxMs,
@@ -181,7 +194,6 @@ export class Provisioner {
       maxChecksumRetries: opts.maxChecksumRetries ?? DEFAULTS.maxChecksumRetries,
       stateFlushIntervalMs: opts.stateFlushIntervalMs ?? DEFAULTS.stateFlushIntervalMs,
       syncEveryBytes: opts.syncEveryBytes ?? DEFAULTS.syncEveryBytes,
-      workerHashMinBytes: opts.workerHashMinBytes ?? DEFAULTS.workerHashMinBytes,
       preallocate: opts.preallocate ?? DEFAULTS.preallocate,
       offline: opts.offline ?? false,
     };
@@ -519,11 +531,13 @@ export class Provisioner {
           {
             partSizeBytes: this.o.partSizeBytes,
             maxParallelParts: this.o.maxParallelParts,
+            initialParallelParts: this.o.initialParallelParts,
+            addPartBelowBytesPerSec: this.o.addPartBelowBytesPerSec,
+            parallelProbeMs: this.o.parallelProbeMs,
             policy: this.client.policy,
             stallTimeoutMs: this.o.stallTimeoutMs,
             stateFlushIntervalMs: this.o.stateFlushIntervalMs,
             syncEveryBytes: this.o.syncEveryBytes,
-            workerHashMinBytes: this.o.workerHashMinBytes,
             preallocate: this.o.preallocate,
             logger: this.logger,
           },
