@@ -12,6 +12,7 @@ import type { Clock } from "../src/shared/clock.ts";
 import { systemClock } from "../src/shared/clock.ts";
 import { HiveError } from "../src/shared/errors.ts";
 import { FakeHub } from "./fixtures/fake-hub.ts";
+import { rejection } from "./helpers.ts";
 
 const PART = 256 * 1024;
 const SIZE = 1_000_000;
@@ -63,15 +64,6 @@ async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
   }
 }
 
-async function rejection(p: Promise<unknown>): Promise<HiveError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(HiveError);
-    return e as HiveError;
-  }
-  throw new Error("expected a rejection");
-}
 
 /** Hold each of the 4 parts after `at` bytes for `ms`. */
 function stallParts(at: number, ms: number) {

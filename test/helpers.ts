@@ -1,5 +1,7 @@
 /** Shared test plumbing: temp dirs, free ports, an in-process hive on 127.0.0.1. */
+import { expect } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { HiveError } from "../src/shared/errors.ts";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { defaultConfig, loadConfig, type HiveConfig, type LoadedConfig } from "../src/config.ts";
@@ -47,6 +49,17 @@ export async function waitFor<T>(fn: () => T | Promise<T>, { timeoutMs = 5000, i
     if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await Bun.sleep(intervalMs);
   }
+}
+
+/** Await a promise that must reject with a HiveError, and return that error. */
+export async function rejection(p: Promise<unknown>): Promise<HiveError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(HiveError);
+    return e as HiveError;
+  }
+  throw new Error("expected a rejection");
 }
 
 /** True while the process exists and is not a zombie. */

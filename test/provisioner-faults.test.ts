@@ -10,6 +10,7 @@ import { Provisioner, type ProvisionerOptions } from "../src/provisioner/index.t
 import { parseRetryAfter } from "../src/provisioner/retry.ts";
 import { HiveError } from "../src/shared/errors.ts";
 import { FakeHub, deterministicBytes } from "./fixtures/fake-hub.ts";
+import { rejection } from "./helpers.ts";
 
 const PART = 256 * 1024;
 const SIZE = 1_000_000; // 4 parts
@@ -48,15 +49,6 @@ function prov(extra: Partial<ProvisionerOptions> = {}): Provisioner {
   });
 }
 
-async function rejection(p: Promise<unknown>): Promise<HiveError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(HiveError);
-    return e as HiveError;
-  }
-  throw new Error("expected a rejection");
-}
 
 const blobsDir = () => join(dir, "models", "models--org--m-GGUF", "blobs");
 const content = () => hub.contentRequests();

@@ -10,6 +10,7 @@ import { Provisioner, type ProvisionerOptions } from "../src/provisioner/index.t
 import { HfCacheRepo } from "../src/provisioner/hf-cache.ts";
 import { HiveError } from "../src/shared/errors.ts";
 import { FakeHub, deterministicBytes, fakeCommit } from "./fixtures/fake-hub.ts";
+import { rejection } from "./helpers.ts";
 
 let dir: string;
 let hub: FakeHub;
@@ -37,15 +38,6 @@ function prov(extra: Partial<ProvisionerOptions> = {}): Provisioner {
   });
 }
 
-async function rejection(p: Promise<unknown>): Promise<HiveError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(HiveError);
-    return e as HiveError;
-  }
-  throw new Error("expected a rejection");
-}
 
 const GGUF_REPO = {
   id: "TheBloke/Tiny-GGUF",
