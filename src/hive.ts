@@ -78,12 +78,13 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
   const bus = new EventBus(config.server.events_buffer, () => clock.now());
   const registry = new WorkerRegistry(logger, () => clock.now(), config.workers.exited_retention_s * 1000);
   const http = new HttpClient(o.fetch);
-  const workerHost = config.workers.host;
   const ports = new PortAllocator({
     min: config.workers.port_min,
     max: config.workers.port_max,
-    // Upstream workers bind 0.0.0.0: a port is only free if both that and the worker host bind.
-    probeHosts: [...new Set(["0.0.0.0", workerHost === "localhost" ? "127.0.0.1" : workerHost])],
+    // Upstream workers bind 0.0.0.0, and a wildcard bind fails when any local address holds the
+    // port. Probing the worker host itself would break when RBEE_WORKER_HOST names an address
+    // (NAT, DNS) that is not bindable here.
+    probeHosts: ["0.0.0.0"],
   });
   let catalog: ModelCatalog;
   try {
