@@ -335,7 +335,7 @@ export class WorkerLifecycleManager {
     let delay = Math.min(2, intervalMs);
     while (!ac.signal.aborted) {
       try {
-        const res = await this.d.http.request(`${w.url}${path}`, { timeoutMs: Math.max(1000, intervalMs * 4), signal: ac.signal });
+        const res = await this.d.http.request(`${localUrl(w.port)}${path}`, { timeoutMs: Math.max(1000, intervalMs * 4), signal: ac.signal });
         if (!ac.signal.aborted && isHealthyAnswer(res.status, res.body, entry.profile.healthy_status)) {
           this.markReady(id, entry);
           return;
@@ -589,7 +589,7 @@ export class WorkerLifecycleManager {
     const entry = this.entries.get(id);
     const w = this.d.registry.live(id);
     if (!entry?.child || !w || entry.stopReason) return undefined;
-    return { url: `${w.url}${entry.profile.health_path}`, healthyStatus: entry.profile.healthy_status };
+    return { url: `${localUrl(w.port)}${entry.profile.health_path}`, healthyStatus: entry.profile.healthy_status };
   }
 
   /** Shutdown: no more spawns or restarts; every worker stopped in parallel. */
@@ -604,6 +604,12 @@ export class WorkerLifecycleManager {
     for (const e of this.entries.values()) e.child?.signal("SIGKILL");
   }
 }
+
+/**
+ * How the hive itself reaches a worker on this host. The advertised URL uses RBEE_WORKER_HOST,
+ * which is for queen-rbee and may not be reachable (or even local) from here.
+ */
+const localUrl = (port: number) => `http://127.0.0.1:${port}`;
 
 /** Restarts append to the same log: keep one previous generation once it grows past the cap. */
 function rotateIfLarger(path: string, maxBytes: number): void {

@@ -397,6 +397,16 @@ describe("events", () => {
   });
 });
 
+describe("worker host", () => {
+  test("RBEE_WORKER_HOST only changes the advertised URL; the hive checks workers on loopback", async () => {
+    const h = await hive({ env: { RBEE_WORKER_HOST: "10.255.255.1" } });
+    const { worker_id, url } = await h.spawn();
+    expect(url).toMatch(/^http:\/\/10\.255\.255\.1:\d+$/);
+    const idle = await h.waitState(worker_id, isIdle, "idle");
+    expect(idle.url).toBe(url);
+  });
+});
+
 describe("worker logs", () => {
   test("every line lands in <data_dir>/logs/<id>.log; a log over the cap is rotated at the next start", async () => {
     const h = await hive({ config: { workers: { log_file_max_mb: 0.0002 } } });
