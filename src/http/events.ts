@@ -3,6 +3,7 @@ import { Elysia, t } from "elysia";
 import type { EventBus } from "../event-bus.ts";
 import { lastEventId, sseResponse } from "./sse.ts";
 import type { ServerRef } from "./server-ref.ts";
+import { streamedResponse } from "./schemas.ts";
 
 export const eventsController = (bus: EventBus, opts: { keepAliveMs: number; shutdown: AbortSignal; server: ServerRef }) =>
   new Elysia({ name: "hive.events" }).get(
@@ -24,6 +25,7 @@ export const eventsController = (bus: EventBus, opts: { keepAliveMs: number; shu
       detail: {
         tags: ["events"],
         summary: "Lifecycle events (spawned, callback, ready, exited, stopped, restarting, crash_loop, unhealthy, load_timeout, …) as server-sent events; resume with Last-Event-ID",
+        responses: streamedResponse("text/event-stream", "id: <n>, event: <type>, data: {type,time,worker_id,…} per event; `: keep-alive` comments"),
       },
     },
   );

@@ -3,7 +3,7 @@ import { Elysia, t } from "elysia";
 import type { DownloadTracker } from "../download-tracker.ts";
 import type { ModelService } from "../model-service.ts";
 import { CatalogEntry, DownloadJobInfo } from "../model-catalog/types.ts";
-import { ErrorResponse, errorResponses } from "./schemas.ts";
+import { ErrorResponse, errorResponses, streamedResponse } from "./schemas.ts";
 import { notFound } from "../shared/errors.ts";
 import { lastEventId, sseResponse } from "./sse.ts";
 import type { ServerRef } from "./server-ref.ts";
@@ -61,6 +61,10 @@ export const modelsController = (
           tags: ["models"],
           summary:
             'Download progress as SSE: data lines {"stage":"downloading"|"complete"|"error",…}, then data: [DONE]; resume with Last-Event-ID',
+          responses: {
+            ...streamedResponse("text/event-stream", 'id: <n> and data: {"stage",…} per event, then data: [DONE]; `: keep-alive` every 10 s'),
+            404: { description: "unknown or expired download id (DOWNLOAD_NOT_FOUND)" },
+          },
         },
       },
     )

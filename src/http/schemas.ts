@@ -18,3 +18,8 @@ export const errorResponses = {
   404: ErrorResponse,
   500: ErrorResponse,
 } as const;
+
+/** OpenAPI description of a streamed answer (SSE or text), which has no TypeBox body schema. */
+export const streamedResponse = (contentType: string, description: string) => ({
+  200: { description, content: { [contentType]: { schema: { type: "string" as const } } } },
+});
