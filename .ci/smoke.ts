@@ -1,0 +1,77 @@
+/**
+ * Smoke run of the compiled binary, from `/` (it must not depend on the working directory):
+ * --version, /v1/health, an hf: model downloaded from the fake hub and served by a fake worker
+ * spawned by the binary, then SIGTERM → exit 0 with no worker left.
+ *   bun .ci/smoke.ts <path to binary>
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { FakeHub } from "../test/fixtures/fake-hub.ts";
+
+const bin = resolve(process.argv[2] ?? "");
+const fakeWorker = resolve(import.meta.dir, "../test/fixtures/fake-worker.ts");
+const failures: string[] = [];
+const check = (ok: boolean, what: string) => {
+  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
+  if (!ok) failures.push(what);
+};
+
+const version = Bun.spawnSync([bin, "--version"], { cwd: "/" });
+check(version.exitCode === 0 && /^rbee-hive \d+\.\d+\.\d+/.test(version.stdout.toString()), `--version: ${version.stdout.toString().trim()}`);
+
+const hub = await FakeHub.start({});
+hub.addRepo({ id: "smoke/tiny-GGUF", files: [{ path: "tiny.Q4_K_M.gguf", size: 2_000_000, seed: 1 }] });
+const dataDir = mkdtempSync(join(tmpdir(), "rbee-smoke-"));
+const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+const port = probe.port;
+probe.stop(true);
+const daemon = Bun.spawn([bin, "daemon", "--addr", `127.0.0.1:${port}`, "--log-format", "json"], {
+  cwd: "/",
+  env: { ...process.env, RBEE_DATA_DIR: dataDir, HF_ENDPOINT: hub.url, RBEE_WORKER_BINARY: fakeWorker, RBEE_SILENT: "1", LLORCH_API_TOKEN: "" },
+  stdout: "ignore",
+  stderr: "pipe",
+});
+const base = `http://127.0.0.1:${port}`;
+const getJson = async (path: string) => (await fetch(base + path)).json() as Promise<any>;
+let workerPid = 0;
+try {
+  let health: any = null;
+  for (let i = 0; i < 100 && !health; i++) {
+    health = await getJson("/v1/health").catch(() => null);
+    if (!health) await Bun.sleep(100);
+  }
+  check(health?.status === "alive", `GET /v1/health: ${JSON.stringify(health)}`);
+  const spawn: any = await (
+    await fetch(base + "/v1/workers/spawn", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model_ref: "hf:smoke/tiny-GGUF", backend: "cpu", device: 0 }),
+    })
+  ).json();
+  check(spawn.state === "loading", `spawn of an hf: model answers at once: ${JSON.stringify(spawn)}`);
+  let worker: any = null;
+  for (let i = 0; i < 200; i++) {
+    worker = await getJson(`/v1/workers/${spawn.worker_id}`);
+    if (worker.state === "idle" || worker.phase === "exited") break;
+    await Bun.sleep(50);
+  }
+  workerPid = worker?.pid ?? 0;
+  check(worker?.state === "idle", `model downloaded, worker idle (phase ${worker?.phase}, ${worker?.last_exit?.message ?? "no exit"})`);
+  const models = await getJson("/v1/models");
+  check(models.models?.[0]?.size_bytes === 2_000_000, "catalog holds the downloaded model");
+} finally {
+  daemon.kill("SIGTERM");
+  const code = await daemon.exited;
+  check(code === 0, `exit status after SIGTERM: ${code}`);
+  let alive = false;
+  try {
+    if (workerPid) process.kill(workerPid, 0);
+    alive = workerPid !== 0;
+  } catch {}
+  check(!alive, "no worker left behind");
+  if (failures.length) console.log(await new Response(daemon.stderr).text());
+  await hub.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+}
+process.exit(failures.length ? 1 : 0);
