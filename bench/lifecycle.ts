@@ -11,21 +11,15 @@
  */
 import { execFileSync } from "node:child_process";
 import { FAKE_WORKER, freePort, startTestHive, type TestHive } from "../test/helpers.ts";
+import { benchLog, round, runBench, stats } from "./harness.ts";
 
 const RUNS = Number(process.argv[2] ?? 50);
 const WARMUP = 3;
 const TARGET_OVERHEAD_MS = 15;
 const TARGET_EXIT_MS = 10;
 
-const log = (msg: string) => process.stderr.write(`[lifecycle] ${msg}\n`);
+const log = benchLog("lifecycle");
 const now = () => performance.now();
-const round = (x: number) => Math.round(x * 100) / 100;
-
-function stats(xs: number[]) {
-  const s = [...xs].sort((a, b) => a - b);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)] ?? NaN;
-  return { median: round(at(0.5)), p90: round(at(0.9)), min: round(s[0] ?? NaN), n: s.length };
-}
 const median = (xs: number[]) => stats(xs).median;
 
 /** Resolves with the performance.now() at which `pred` first holds for an event, or rejects after timeoutMs. */
@@ -133,8 +127,7 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.on(sig, () => void cleanup().finally(() => process.exit(130)));
 }
 
-let exitCode = 0;
-try {
+await runBench("lifecycle", async () => {
   const callbacks = new Map<string, number>();
   receiver = Bun.serve({
     hostname: "127.0.0.1",
@@ -198,13 +191,5 @@ try {
     leftover_workers: left,
     pass,
   };
-  console.log(JSON.stringify(result, null, 2));
-  exitCode = pass ? 0 : 1;
-} catch (e) {
-  log(`FAILED: ${e instanceof Error ? e.stack : String(e)}`);
-  console.log(JSON.stringify({ bench: "lifecycle", error: String(e), pass: false }));
-  exitCode = 2;
-} finally {
-  await cleanup();
-}
-process.exit(exitCode);
+  return result;
+}, cleanup);

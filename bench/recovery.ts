@@ -15,6 +15,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { FAKE_WORKER, MAIN, freePort, startTestHive, tempDir, type TestHive } from "../test/helpers.ts";
+import { benchLog, round, runBench, stats } from "./harness.ts";
 
 const KILLS = Number(process.argv[2] ?? 30);
 const WORKERS = Number(process.argv[3] ?? 100);
@@ -22,15 +23,8 @@ const WINDOW_S = Number(process.argv[4] ?? 30);
 const TARGET_RESTART_MS = 50;
 const TARGET_CPU_PCT = 5;
 
-const log = (msg: string) => process.stderr.write(`[recovery] ${msg}\n`);
+const log = benchLog("recovery");
 const now = () => performance.now();
-const round = (x: number) => Math.round(x * 100) / 100;
-
-function stats(xs: number[]) {
-  const s = [...xs].sort((a, b) => a - b);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)] ?? NaN;
-  return { median: round(at(0.5)), p90: round(at(0.9)), min: round(s[0] ?? NaN), n: s.length };
-}
 
 async function until<T>(fn: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 10_000, everyMs = 1): Promise<T> {
   const deadline = now() + timeoutMs;
@@ -244,8 +238,7 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.on(sig, () => void cleanup().finally(() => process.exit(130)));
 }
 
-let exitCode = 0;
-try {
+await runBench("recovery", async () => {
   log(`(a) ${KILLS} SIGKILLs of one worker, restart with zero backoff`);
   const restart = await restartLatency(state);
   log(`(a) median kill → idle ${restart.kill_to_idle.median} ms`);
@@ -276,13 +269,5 @@ try {
     fake_workers_on_host_after: fakeWorkers("fake-worker").length,
     pass,
   };
-  console.log(JSON.stringify(result, null, 2));
-  exitCode = pass ? 0 : 1;
-} catch (e) {
-  log(`FAILED: ${e instanceof Error ? e.stack : String(e)}`);
-  console.log(JSON.stringify({ bench: "recovery", error: String(e), pass: false }));
-  exitCode = 2;
-} finally {
-  await cleanup();
-}
-process.exit(exitCode);
+  return result;
+}, cleanup);
