@@ -11,6 +11,8 @@ export class HiveMetrics {
   readonly registry = new Registry();
 
   constructor(bus: EventBus, workers: WorkerRegistry) {
+    const counter = (name: string, help: string, labelNames: string[] = []) =>
+      new Counter({ name, help, labelNames, registers: [this.registry] });
     collectDefaultMetrics({ register: this.registry, prefix: "rbee_hive_" });
     new Gauge({
       name: "rbee_hive_build_info",
@@ -28,45 +30,18 @@ export class HiveMetrics {
         for (const w of workers.list()) this.inc({ state: w.state, phase: w.phase });
       },
     });
-    const exits = new Counter({
-      name: "rbee_hive_worker_exits_total",
-      help: "Worker process exits by reason",
-      labelNames: ["reason"],
-      registers: [this.registry],
-    });
-    const restarts = new Counter({
-      name: "rbee_hive_worker_restarts_total",
-      help: "Worker restarts scheduled, by the reason of the exit",
-      labelNames: ["reason"],
-      registers: [this.registry],
-    });
-    const crashLoops = new Counter({
-      name: "rbee_hive_worker_crash_loops_total",
-      help: "Workers parked in crash_loop by the restart policy",
-      registers: [this.registry],
-    });
-    const healthFailures = new Counter({
-      name: "rbee_hive_worker_health_check_failures_total",
-      help: "Failed worker health checks",
-      registers: [this.registry],
-    });
+    const exits = counter("rbee_hive_worker_exits_total", "Worker process exits by reason", ["reason"]);
+    const restarts = counter("rbee_hive_worker_restarts_total", "Worker restarts scheduled, by the reason of the exit", ["reason"]);
+    const crashLoops = counter("rbee_hive_worker_crash_loops_total", "Workers parked in crash_loop by the restart policy");
+    const healthFailures = counter("rbee_hive_worker_health_check_failures_total", "Failed worker health checks");
     const startDuration = new Histogram({
       name: "rbee_hive_worker_start_duration_seconds",
       help: "Spawn to ready, per worker start",
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
       registers: [this.registry],
     });
-    const downloads = new Counter({
-      name: "rbee_hive_downloads_total",
-      help: "Model downloads that ended, by outcome",
-      labelNames: ["outcome"],
-      registers: [this.registry],
-    });
-    const downloadBytes = new Counter({
-      name: "rbee_hive_download_bytes_total",
-      help: "Bytes of completed model downloads",
-      registers: [this.registry],
-    });
+    const downloads = counter("rbee_hive_downloads_total", "Model downloads that ended, by outcome", ["outcome"]);
+    const downloadBytes = counter("rbee_hive_download_bytes_total", "Bytes of completed model downloads");
     bus.subscribe((e) => {
       switch (e.type) {
         case "download_complete":
