@@ -8,7 +8,7 @@
 import type { HiveConfig } from "./config.ts";
 import type { EventBus } from "./event-bus.ts";
 import type { WorkerRegistry } from "./registry.ts";
-import { isHealthyAnswer } from "./worker-lifecycle.ts";
+import { isHealthyAnswer } from "./worker-health.ts";
 import type { Clock } from "./shared/clock.ts";
 import { errorMessage } from "./shared/errors.ts";
 import type { HttpClient } from "./shared/http-client.ts";

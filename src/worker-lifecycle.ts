@@ -9,9 +9,9 @@
  *           then the restart policy decides: restart (same id, same port if free), crash_loop, or gone.
  */
 import { randomUUID } from "node:crypto";
-import { accessSync, constants, existsSync, renameSync, statSync } from "node:fs";
+import { renameSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { DEFAULT_WORKER_PROFILE, resolveProfile, type HiveConfig, type WorkerProfile } from "./config.ts";
+import { resolveProfile, type HiveConfig, type WorkerProfile } from "./config.ts";
 import type { EventBus } from "./event-bus.ts";
 import type { ModelResolver } from "./model-resolver.ts";
 import type { PortAllocator } from "./port-allocator.ts";
@@ -19,6 +19,9 @@ import type { QueenNotifier } from "./queen.ts";
 import { newWorkerRecord, type ExitReason, type WorkerInfo, type WorkerRegistry } from "./registry.ts";
 import { newRestartHistory, type RestartHistory, type RestartPolicy } from "./restart.ts";
 import { LoadDeadline } from "./timeout.ts";
+import { exitRecord, spawnFailure, STDERR_TAIL_LINES } from "./exit-forensics.ts";
+import { localUrl, pollUntilHealthy } from "./worker-health.ts";
+import { resolveWorkerBinary } from "./worker-binary.ts";
 import type { Clock, Timer } from "./shared/clock.ts";
 import type { SupervisedChild, Spawner, ChildExit } from "./shared/daemon-lifecycle.ts";
 import { errorMessage, HiveError, invalidInput, notFound } from "./shared/errors.ts";
@@ -105,19 +108,9 @@ interface WorkerEntry {
   portHeld: boolean;
 }
 
-const STDERR_TAIL_LINES = 50;
-
 /** `{name}` placeholders substituted per argument (no shell ever sees them). */
 export function substituteArgs(templates: string[], vars: Record<string, string>): string[] {
   return templates.map((a) => a.replace(/\{([a-z_]+)\}/g, (m, k: string) => (k in vars ? vars[k]! : m)));
-}
-
-/** A health answer is healthy when it is 2xx and its JSON `status` is one the profile accepts. */
-export function isHealthyAnswer(status: number, body: unknown, healthyStatus: string[]): boolean {
-  if (status < 200 || status >= 300) return false;
-  if (healthyStatus.length === 0) return true;
-  const s = (body as { status?: unknown } | null)?.status;
-  return typeof s === "string" && healthyStatus.includes(s);
 }
 
 export class WorkerLifecycleManager {
@@ -143,7 +136,12 @@ export class WorkerLifecycleManager {
     if (!profile.backends.includes(backend)) {
       throw new HiveError(400, "UNSUPPORTED_BACKEND", `backend "${backend}" is not supported by profile "${profileName}"; supported: ${profile.backends.join(", ")}`);
     }
-    const binary = this.resolveBinary(profileName, profile);
+    const binary = resolveWorkerBinary({
+      profileName,
+      binary: profile.binary,
+      configuredBinary: this.d.config.workers.binary,
+      execDir: this.d.execDir ?? dirname(process.execPath),
+    });
     const model = await this.d.models.resolve(modelRef, { revision: req.revision });
     this.preflight(req);
 
@@ -199,40 +197,6 @@ export class WorkerLifecycleManager {
    */
   private preflight(_req: SpawnRequest): void {}
 
-  /** Binary lookup: path in the profile, RBEE_WORKER_BINARY, beside the hive executable, PATH. */
-  private resolveBinary(profileName: string, profile: WorkerProfile): string {
-    const name = profile.binary;
-    const tried: string[] = [];
-    const usable = (p: string) => {
-      tried.push(p);
-      try {
-        accessSync(p, constants.X_OK);
-        return statSync(p).isFile();
-      } catch {
-        return false;
-      }
-    };
-    if (name.includes("/")) {
-      if (usable(name)) return name;
-    } else {
-      // RBEE_WORKER_BINARY / [workers] binary is where llm-worker-rbee lives, for every profile running it.
-      if (name === DEFAULT_WORKER_PROFILE.binary && this.d.config.workers.binary) {
-        if (usable(this.d.config.workers.binary)) return this.d.config.workers.binary;
-      } else {
-        const beside = join(this.d.execDir ?? dirname(process.execPath), name);
-        if (existsSync(beside) && usable(beside)) return beside;
-        const onPath = Bun.which(name);
-        if (onPath) return onPath;
-        tried.push(`${name} on PATH`);
-      }
-    }
-    throw new HiveError(
-      500,
-      "WORKER_BINARY_NOT_FOUND",
-      `worker binary for profile "${profileName}" not found or not executable (looked at: ${tried.join(", ")}); set RBEE_WORKER_BINARY or [workers] binary`,
-    );
-  }
-
   private launch(id: string, entry: WorkerEntry, modelPath: string): void {
     const w = this.d.registry.live(id);
     if (!w) return;
@@ -283,7 +247,7 @@ export class WorkerLifecycleManager {
   private failBeforeStart(id: string, entry: WorkerEntry, message: string): void {
     const w = this.d.registry.live(id);
     if (!w) return;
-    this.d.registry.recordExit(id, { reason: "spawn_failed", code: null, signal: null, message, stderr_tail: [], at: toSystemTime(this.d.clock.now()) });
+    this.d.registry.recordExit(id, spawnFailure(message, this.d.clock.now()));
     this.d.bus.publish("spawn_failed", { worker_id: id, message });
     this.d.logger.warn("worker could not start", { worker_id: id, err: message });
     this.releasePort(entry, w.port);
@@ -327,24 +291,11 @@ export class WorkerLifecycleManager {
     entry.readiness?.abort();
     const ac = new AbortController();
     entry.readiness = ac;
-    const intervalMs = this.d.config.workers.ready_poll_interval_s * 1000;
     const w = this.d.registry.live(id);
     if (!w) return;
-    // Upstream workers call back just before they listen: poll fast at first, then settle at the
-    // configured interval, so readiness is seen within milliseconds without a busy loop.
-    let delay = Math.min(2, intervalMs);
-    while (!ac.signal.aborted) {
-      try {
-        const res = await this.d.http.request(`${localUrl(w.port)}${path}`, { timeoutMs: Math.max(1000, intervalMs * 4), signal: ac.signal });
-        if (!ac.signal.aborted && isHealthyAnswer(res.status, res.body, entry.profile.healthy_status)) {
-          this.markReady(id, entry);
-          return;
-        }
-      } catch {
-        // not listening yet
-      }
-      await abortableSleep(delay, ac.signal);
-      delay = Math.min(delay * 2, intervalMs);
+    const intervalMs = this.d.config.workers.ready_poll_interval_s * 1000;
+    if (await pollUntilHealthy(this.d.http, `${localUrl(w.port)}${path}`, entry.profile.healthy_status, intervalMs, ac.signal)) {
+      this.markReady(id, entry);
     }
   }
 
@@ -378,29 +329,6 @@ export class WorkerLifecycleManager {
 
   // ---------------------------------------------------------------- exits and restarts
 
-  private classify(entry: WorkerEntry, w: WorkerInfo, exit: ChildExit): ExitReason {
-    if (exit.requested && entry.stopReason) return entry.stopReason;
-    if (exit.requested) return "stopped";
-    if (w.state === "loading") return "load_failed";
-    if (exit.signal) return "killed";
-    return exit.code === 0 ? "exited" : "crashed";
-  }
-
-  private exitMessage(reason: ExitReason, exit: ChildExit, entry: WorkerEntry): string {
-    if (entry.stopMessage && exit.requested) return entry.stopMessage;
-    const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
-    switch (reason) {
-      case "stopped":
-        return `stopped on request (${exit.signal ? exit.signal : `code ${exit.code}`})`;
-      case "load_failed":
-        return `worker ${how} before it was ready`;
-      case "killed":
-        return `worker ${how} (not sent by the hive: OOM killer or an operator?)`;
-      default:
-        return `worker ${how}`;
-    }
-  }
-
   private async handleExit(id: string, entry: WorkerEntry, child: SupervisedChild, exit: ChildExit): Promise<void> {
     if (entry.child !== child) return;
     entry.child = null;
@@ -411,16 +339,8 @@ export class WorkerLifecycleManager {
     const w = this.d.registry.live(id);
     if (!w) return;
     this.releasePort(entry, w.port);
-    const reason = this.classify(entry, w, exit);
-    const message = this.exitMessage(reason, exit, entry);
-    const record = {
-      reason,
-      code: exit.code,
-      signal: exit.signal,
-      message,
-      stderr_tail: child.tail(STDERR_TAIL_LINES, "stderr"),
-      at: toSystemTime(exit.at),
-    };
+    const record = exitRecord({ ...entry, state: w.state }, exit, child.tail(STDERR_TAIL_LINES, "stderr"));
+    const { reason, message } = record;
     this.d.registry.recordExit(id, record);
     this.d.registry.update(id, { pid: null, slots_available: 0 });
     this.d.bus.publish("exited", { worker_id: id, reason, code: exit.code, signal: exit.signal, message });
@@ -491,7 +411,7 @@ export class WorkerLifecycleManager {
       const message = errorMessage(e);
       const live = this.d.registry.live(id);
       if (live) this.releasePort(entry, live.port);
-      this.d.registry.recordExit(id, { reason: "spawn_failed", code: null, signal: null, message, stderr_tail: [], at: toSystemTime(this.d.clock.now()) });
+      this.d.registry.recordExit(id, spawnFailure(message, this.d.clock.now()));
       const decision = this.d.restartPolicy.decide(entry.history, "spawn_failed", this.d.clock.monotonic());
       if (decision.action === "restart") this.scheduleRestart(id, entry, decision.delayMs, decision.attempt, "spawn_failed");
       else this.enterCrashLoop(id, decision.action === "crash_loop" ? decision.why : message);
@@ -566,11 +486,7 @@ export class WorkerLifecycleManager {
       entry.deadline?.cancel();
       await child.stop(this.d.config.workers.stop_grace_s * 1000);
       this.releasePort(entry, w.port);
-      const exit = child.exit!;
-      this.d.registry.recordExit(id, {
-        reason: "stopped", code: exit.code, signal: exit.signal, message: "restarted on request",
-        stderr_tail: child.tail(STDERR_TAIL_LINES, "stderr"), at: toSystemTime(exit.at),
-      });
+      this.d.registry.recordExit(id, exitRecord({ ...entry, state: w.state }, child.exit!, child.tail(STDERR_TAIL_LINES, "stderr")));
     }
     this.toLoading(id, { phase: "restarting", crash_loop_reason: null, next_restart_at: null, pid: null });
     this.d.bus.publish("restarting", { worker_id: id, attempt: 0, delay_ms: 0, reason: "requested" });
@@ -605,12 +521,6 @@ export class WorkerLifecycleManager {
   }
 }
 
-/**
- * How the hive itself reaches a worker on this host. The advertised URL uses RBEE_WORKER_HOST,
- * which is for queen-rbee and may not be reachable (or even local) from here.
- */
-const localUrl = (port: number) => `http://127.0.0.1:${port}`;
-
 /** Restarts append to the same log: keep one previous generation once it grows past the cap. */
 function rotateIfLarger(path: string, maxBytes: number): void {
   try {
@@ -618,17 +528,4 @@ function rotateIfLarger(path: string, maxBytes: number): void {
   } catch {
     // no log yet
   }
-}
-
-function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

@@ -1,0 +1,49 @@
+/**
+ * Where a worker executable is found. Lookup order: a path given by the profile, then (for the
+ * llm-worker-rbee binary) RBEE_WORKER_BINARY / `[workers] binary`, then beside the hive
+ * executable, then PATH. A missing binary is a clear 500 naming every place looked at.
+ */
+import { accessSync, constants, existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { DEFAULT_WORKER_PROFILE } from "./config.ts";
+import { HiveError } from "./shared/errors.ts";
+
+export interface BinaryLookup {
+  profileName: string;
+  /** The profile's `binary`: a bare name or a path. */
+  binary: string;
+  /** RBEE_WORKER_BINARY / `[workers] binary` ("" = unset). */
+  configuredBinary: string;
+  /** Directory of the hive executable. */
+  execDir: string;
+}
+
+export function resolveWorkerBinary({ profileName, binary, configuredBinary, execDir }: BinaryLookup): string {
+  const tried: string[] = [];
+  const usable = (p: string) => {
+    tried.push(p);
+    try {
+      accessSync(p, constants.X_OK);
+      return statSync(p).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (binary.includes("/")) {
+    if (usable(binary)) return binary;
+  } else if (binary === DEFAULT_WORKER_PROFILE.binary && configuredBinary) {
+    // RBEE_WORKER_BINARY is where llm-worker-rbee lives, for every profile running it.
+    if (usable(configuredBinary)) return configuredBinary;
+  } else {
+    const beside = join(execDir, binary);
+    if (existsSync(beside) && usable(beside)) return beside;
+    const onPath = Bun.which(binary);
+    if (onPath) return onPath;
+    tried.push(`${binary} on PATH`);
+  }
+  throw new HiveError(
+    500,
+    "WORKER_BINARY_NOT_FOUND",
+    `worker binary for profile "${profileName}" not found or not executable (looked at: ${tried.join(", ")}); set RBEE_WORKER_BINARY or [workers] binary`,
+  );
+}
