@@ -66,6 +66,29 @@ describe("daemon process", () => {
     expect(await exitAfter(first.proc, "SIGTERM")).toBe(0);
   });
 
+  test("logs: json when stderr is not a TTY, pretty on request, level from RBEE_LOG", async () => {
+    const run = async (args: string[], env: Record<string, string> = {}) => {
+      const port = freePort();
+      const d = tempDir();
+      cleanups.push(d.cleanup);
+      const proc = Bun.spawn([process.execPath, MAIN, "--addr", `127.0.0.1:${port}`, ...args], {
+        env: { ...process.env, RBEE_DATA_DIR: d.path, LLORCH_API_TOKEN: "", RBEE_LOG: "", ...env },
+        stderr: "pipe",
+      });
+      cleanups.push(() => proc.kill("SIGKILL"));
+      await waitHealthy(port);
+      await exitAfter(proc, "SIGTERM");
+      return (await new Response(proc.stderr as ReadableStream).text()).trim().split("\n");
+    };
+    const json = await run([]);
+    const parsed = json.map((l) => JSON.parse(l));
+    expect(parsed.find((l) => l.msg === "request")).toMatchObject({ level: "info", method: "GET", path: "/v1/health", status: 200 });
+    const pretty = await run(["--log-format", "pretty"]);
+    expect(pretty.some((l) => /^\d{4}-\d\d-\d\dT[\d:.]+Z INFO  request method=GET path=\/v1\/health status=200 ms=/.test(l))).toBe(true);
+    const quiet = await run(["--log-format", "json"], { RBEE_LOG: "warn" });
+    expect(quiet.filter((l) => l.includes('"level":"info"'))).toEqual([]);
+  });
+
   test("a bad config key stops startup with a message naming it", async () => {
     const port = freePort();
     const d = tempDir();
