@@ -52,6 +52,12 @@ async function main(argv: string[]): Promise<void> {
   process.on("unhandledRejection", (reason) => {
     logger.error("unhandled promise rejection (bug)", { err: (reason as Error)?.stack ?? String(reason) });
   });
+  // A synchronous crash leaves state we cannot trust: take every worker group down with us.
+  process.on("uncaughtException", (e) => {
+    logger.error("uncaught exception (bug); killing workers and exiting", { err: e?.stack ?? String(e) });
+    hive.shutdown.force();
+    process.exit(1);
+  });
 }
 
 await main(process.argv.slice(2));
