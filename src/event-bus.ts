@@ -41,6 +41,11 @@ export class EventBus {
     return this.buffer.filter((e) => e.id > afterId);
   }
 
+  /** Id of the oldest event still buffered (0 when none): replay from before it has a gap. */
+  get oldestId(): number {
+    return this.buffer[0]?.id ?? 0;
+  }
+
   /** Replays events after `afterId` (if given) synchronously, then delivers live ones. */
   subscribe(listener: EventListener, afterId?: number): () => void {
     if (afterId !== undefined) for (const e of this.since(afterId)) listener(e);

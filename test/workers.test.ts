@@ -385,6 +385,19 @@ describe("events", () => {
     expect(replayed.map((e) => e.event)).toEqual(types.slice(types.indexOf("ready") + 1));
   });
 
+  test("replay from before the buffer starts with a replay_gap event", async () => {
+    const h = await hive({ config: { server: { events_buffer: 3 } } });
+    for (let i = 0; i < 5; i++) h.bus.publish("probe", { n: i });
+    const res = await h.api("/v1/events", { headers: { "Last-Event-ID": "0" } });
+    const reader = res.body!.getReader();
+    let text = "";
+    while (!text.includes("id: 5")) text += new TextDecoder().decode((await reader.read()).value);
+    await reader.cancel();
+    expect(text).toContain('event: replay_gap\ndata: {"type":"replay_gap","requested_after":0,"oldest_id":3}');
+    expect(text.indexOf("replay_gap")).toBeLessThan(text.indexOf("id: 3"));
+    expect(text).not.toContain("id: 2\n");
+  });
+
   test("a client that disconnects is unsubscribed at once", async () => {
     const h = await hive();
     const before = h.bus.subscriberCount; // in-process subscribers (metrics)

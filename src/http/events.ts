@@ -14,11 +14,14 @@ export const eventsController = (bus: EventBus, opts: { keepAliveMs: number; shu
         server: opts.server.current,
         keepAliveMs: opts.keepAliveMs,
         shutdown: opts.shutdown,
-        start: (sink) =>
-          bus.subscribe(
-            (e) => sink.send({ id: e.id, event: e.type, data: { type: e.type, time: e.time, ...e.data } }),
-            lastEventId(request) ?? undefined,
-          ),
+        start: (sink) => {
+          const after = lastEventId(request);
+          // Events older than the buffer are gone: say so instead of replaying silently with a hole.
+          if (after !== undefined && bus.oldestId > after + 1) {
+            sink.send({ event: "replay_gap", data: { type: "replay_gap", requested_after: after, oldest_id: bus.oldestId } });
+          }
+          return bus.subscribe((e) => sink.send({ id: e.id, event: e.type, data: { type: e.type, time: e.time, ...e.data } }), after);
+        },
       }),
     {
       query: t.Object({ last_event_id: t.Optional(t.String()) }),
