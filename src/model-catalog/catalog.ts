@@ -144,15 +144,7 @@ export class ModelCatalog {
            VALUES ($reference, $provider, $path, $local_path, $size_bytes, $sha256, $git_oid, $blob_path)`,
         );
         for (const f of input.files) {
-          ins.run({
-            ...key,
-            path: f.path,
-            local_path: f.local_path,
-            size_bytes: f.size_bytes,
-            sha256: f.sha256,
-            git_oid: f.git_oid,
-            blob_path: f.blob_path,
-          });
+          ins.run({ ...key, ...fileColumns(f) });
         }
       })
       .immediate();
@@ -231,13 +223,18 @@ function toEntry(row: ModelRow, files: FileRow[]): CatalogEntry {
     quantization: row.quantization,
     metadata,
     last_used_at: row.last_used_at,
-    files: files.map((f) => ({
-      path: f.path,
-      local_path: f.local_path,
-      size_bytes: f.size_bytes,
-      sha256: f.sha256,
-      git_oid: f.git_oid,
-      blob_path: f.blob_path,
-    })),
+    files: files.map(fileColumns),
+  };
+}
+
+/** The columns of a model_files row, in one place for writes and reads. */
+function fileColumns(f: CatalogFile): CatalogFile {
+  return {
+    path: f.path,
+    local_path: f.local_path,
+    size_bytes: f.size_bytes,
+    sha256: f.sha256,
+    git_oid: f.git_oid,
+    blob_path: f.blob_path,
   };
 }
