@@ -8,8 +8,11 @@ import type { HiveConfig } from "./config.ts";
 import type { Logger } from "./shared/logger.ts";
 import { errorPlugin } from "./http/errors.ts";
 import { authPlugin, type AuthOptions } from "./http/middleware/auth.ts";
+import { bodyLimitPlugin } from "./http/middleware/body-limit.ts";
 import { healthController } from "./http/health.ts";
 import { VERSION } from "./version.ts";
+import { renderDocsPage, type OpenApiSpec } from "./http/docs-page.ts";
+import { streamedResponse } from "./http/schemas.ts";
 
 export interface AppDeps {
   config: HiveConfig;
@@ -23,7 +26,9 @@ export interface AppDeps {
 }
 
 export function createApp(deps: AppDeps) {
-  let app = new Elysia({ name: "rbee-hive" })
+  // standardHostname: false → the router finds the path after the real host, however short the
+  // Host header is (with the default, `Host: a` shifted the routed path).
+  let app = new Elysia({ name: "rbee-hive", handler: { standardHostname: false } })
     .use(errorPlugin(deps.logger))
     .use(
       openapi({
@@ -34,7 +39,7 @@ export function createApp(deps: AppDeps) {
           info: {
             title: "rbee-hive",
             version: VERSION,
-            description: "Host agent of an rbee LLM cluster. Every route except /v1/health, /metrics and /openapi needs `Authorization: Bearer <LLORCH_API_TOKEN>` when a token is set.",
+            description: "Host agent of an rbee LLM cluster. Every route except /v1/health, /metrics, /openapi and /openapi/json needs `Authorization: Bearer <LLORCH_API_TOKEN>` when a token is set.",
           },
           components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
           security: [{ bearer: [] }],
@@ -49,9 +54,19 @@ export function createApp(deps: AppDeps) {
         onAuthEvent: deps.onAuthEvent,
       }),
     )
+    .use(bodyLimitPlugin({ limitFor: () => deps.config.server.body_limit_bytes }))
     .use(healthController());
   for (const c of deps.controllers ?? []) app = app.use(c) as typeof app;
-  return app;
+  let docs: string | undefined;
+  return app.get(
+    "/openapi",
+    async () => {
+      // Rendered once from the spec this same app serves.
+      docs ??= renderDocsPage((await (await app.handle(new Request("http://localhost/openapi/json"))).json()) as OpenApiSpec);
+      return new Response(docs, { headers: { "content-type": "text/html; charset=utf-8" } });
+    },
+    { detail: { tags: ["docs"], summary: "This API as a plain HTML page that works offline (public)", responses: streamedResponse("text/html", "HTML page") } },
+  );
 }
 
 export type HiveApp = ReturnType<typeof createApp>;

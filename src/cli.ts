@@ -1,3 +1,5 @@
+import { EXIT_USAGE } from "./exit-codes.ts";
+
 /**
  * Daemon-only command line. The bare command runs the daemon; a leading `daemon` word is accepted
  * because queen-rbee starts the hive as `rbee-hive daemon --addr …`. Everything else is driven over HTTP.
@@ -15,14 +17,14 @@ export type CliCommand =
   | { kind: "run"; flags: CliFlags }
   | { kind: "version" }
   | { kind: "help" }
-  | { kind: "error"; message: string; exitCode: 2 };
+  | { kind: "error"; message: string; exitCode: typeof EXIT_USAGE };
 
 /** Upstream subcommands that moved to the HTTP API, and where. */
-const REMOVED_SUBCOMMANDS: Record<string, string> = {
+export const REMOVED_SUBCOMMANDS: Record<string, string> = {
   models: "use GET /v1/models and POST /v1/models/download",
   worker: "use POST /v1/workers/spawn, GET /v1/workers/list and POST /v1/workers/stop",
   status: "use GET /v1/health and GET /v1/workers/list",
-  detect: "use GET /v1/devices",
+  detect: "device detection is not served over HTTP yet",
 };
 
 export const USAGE = `rbee-hive — host agent of an rbee LLM cluster (daemon-only; driven over HTTP)
@@ -39,9 +41,9 @@ Options:
   --version               print the version and exit
   --help                  print this help and exit
 
-HTTP API: see GET /openapi (spec at /openapi/json) on the running daemon.`;
+HTTP API: GET /openapi on the running daemon is the reference (GET /openapi/json the OpenAPI spec).`;
 
-const err = (message: string): CliCommand => ({ kind: "error", message, exitCode: 2 });
+const err = (message: string): CliCommand => ({ kind: "error", message, exitCode: EXIT_USAGE });
 
 export function parseCli(argv: string[]): CliCommand {
   const args = [...argv];

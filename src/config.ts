@@ -3,11 +3,12 @@
  * validated once at startup. Every duration is a number of seconds and may be fractional.
  */
 import { t } from "./shared/schema.ts";
-import { Value } from "@sinclair/typebox/value";
+import { Value, ValueErrorType } from "@sinclair/typebox/value";
 import { homedir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { readFileSync } from "node:fs";
 import type { CliFlags } from "./cli.ts";
+import { bindPolicyViolation } from "./shared/auth-min.ts";
 import { DEFAULT_QUANT_PREFERENCE } from "./provisioner/select.ts";
 
 const Seconds = (description: string, minimum = 0) => t.Number({ minimum, description });
@@ -319,10 +320,10 @@ function validate(merged: Obj): HiveConfig {
   const first = Value.Errors(HiveConfigSchema, merged).First();
   if (first) {
     const key = pointerToKey(first.path);
-    if (first.type === 42 /* ObjectAdditionalProperties */ || /additional propert/i.test(first.message)) {
+    if (first.type === ValueErrorType.ObjectAdditionalProperties) {
+      // The error's path is the unexpected key itself; its schema is the enclosing section.
       const known = Object.keys(first.schema.properties ?? {}).join(", ");
-      const extra = Object.keys(first.value as Obj).filter((k) => !(k in (first.schema.properties ?? {})));
-      throw new ConfigError(`unknown config key ${key === "(root)" ? "" : key + "."}${extra[0]}; known keys here: ${known}`);
+      throw new ConfigError(`unknown config key ${key}; known keys here: ${known}`);
     }
     throw new ConfigError(`config key ${key}: ${first.message} (got ${JSON.stringify(first.value)})`);
   }
@@ -362,10 +363,13 @@ export function loadConfig({ flags = {}, env = process.env, home = env.HOME || h
     if (!isAbsolute(p)) throw new ConfigError(`config key paths.allowed_model_roots: "${r}" is not an absolute path`);
     return resolve(p);
   });
+  const token = env.LLORCH_API_TOKEN || undefined;
+  const violation = bindPolicyViolation(host, token);
+  if (violation) throw new ConfigError(violation);
   const auditDir = config.audit.dir ? resolve(expandHome(config.audit.dir, home)) : join(dataDir, "audit");
   return {
     config,
-    secrets: { apiToken: env.LLORCH_API_TOKEN || undefined, hfToken: env.HF_TOKEN || undefined },
+    secrets: { apiToken: token, hfToken: env.HF_TOKEN || undefined },
     resolved: { host, port, dataDir, modelsDir, catalogPath: join(dataDir, "models.db"), logsDir: join(dataDir, "logs"), auditDir },
     source,
   };

@@ -1,12 +1,17 @@
 #!/usr/bin/env bun
 /**
  * rbee-hive entry point: flags → config → services → listen → signals. Daemon-only.
+ *
+ * Exit codes: 0 clean stop; 2 (EXIT_USAGE) the command line or configuration is wrong and nothing
+ * was started (systemd should not retry); 1 (EXIT_FAILURE) the daemon could not start or did not
+ * stop cleanly (address in use, data dir unusable, shutdown bound exceeded, second signal).
  */
 import { parseCli, USAGE } from "./cli.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createLogger, parseLogLevel } from "./shared/logger.ts";
 import { startHive, StartupError } from "./hive.ts";
 import { VERSION } from "./version.ts";
+import { EXIT_FAILURE, EXIT_USAGE } from "./exit-codes.ts";
 
 async function main(argv: string[]): Promise<void> {
   const command = parseCli(argv);
@@ -28,7 +33,7 @@ async function main(argv: string[]): Promise<void> {
   } catch (e) {
     if (e instanceof ConfigError) {
       console.error(`rbee-hive: ${e.message}`);
-      process.exit(2);
+      process.exit(EXIT_USAGE);
     }
     throw e;
   }
@@ -41,9 +46,8 @@ async function main(argv: string[]): Promise<void> {
     hive = await startHive(loaded, logger);
   } catch (e) {
     if (e instanceof StartupError) {
-      logger.error(e.message);
       console.error(`rbee-hive: ${e.message}`);
-      process.exit(1);
+      process.exit(EXIT_FAILURE);
     }
     throw e;
   }
@@ -56,7 +60,7 @@ async function main(argv: string[]): Promise<void> {
   process.on("uncaughtException", (e) => {
     logger.error("uncaught exception (bug); killing workers and exiting", { err: e?.stack ?? String(e) });
     hive.shutdown.force();
-    process.exit(1);
+    process.exit(EXIT_FAILURE);
   });
 }
 

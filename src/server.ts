@@ -1,10 +1,11 @@
 /**
- * The listening socket: Bun.serve around the app's fetch, with the request log, the body limit
+ * The listening socket: Bun.serve around the app's fetch, with the request log, the Host check
  * and `reusePort: false` so a second daemon on the same port fails loudly instead of sharing it.
  */
 import type { Server } from "bun";
 import type { Logger } from "./shared/logger.ts";
 import { jsonError } from "./http/errors.ts";
+import { pathOf } from "./http/request-path.ts";
 
 export interface ServeOptions {
   host: string;
@@ -27,27 +28,27 @@ export function serve(fetch: FetchHandler, opts: ServeOptions): HiveServer {
     hostname: opts.host,
     port: opts.port,
     reusePort: false,
-    // Bun's own cap answers 413 with an empty body; ours (below) answers with the JSON error.
+    // Bun's own cap answers 413 with an empty body, before auth; the app's limit (a hook after
+    // auth) answers with the JSON error, so this cap only stops bodies no route could accept.
     maxRequestBodySize: Math.max(opts.bodyLimitBytes * 4, 16 * 1024 * 1024),
     idleTimeout: 30,
     async fetch(request, srv) {
       const started = performance.now();
       let response: Response;
-      const limited = await enforceBodyLimit(request, opts.bodyLimitBytes);
-      if (limited instanceof Response) {
-        response = limited;
+      // Without Host (HTTP/1.0, or empty) Bun's request.url is not absolute: nothing can route it.
+      if (!request.headers.get("host")) {
+        response = jsonError(400, "MISSING_HOST", "the request has no Host header");
       } else {
         try {
-          response = await fetch(limited, srv);
+          response = await fetch(request, srv);
         } catch (e) {
           opts.logger.error("request crashed", { err: (e as Error)?.stack ?? String(e) });
           response = jsonError(500, "INTERNAL", "internal error");
         }
       }
-      const url = new URL(request.url);
       opts.logger.info("request", {
         method: request.method,
-        path: url.pathname,
+        path: request.headers.get("host") ? pathOf(request) : request.url,
         status: response.status,
         ms: Math.round((performance.now() - started) * 10) / 10,
       });
@@ -64,34 +65,4 @@ export function serve(fetch: FetchHandler, opts: ServeOptions): HiveServer {
     url: `http://${hostForUrl}:${server.port}`,
     stop: (force = false) => server.stop(force),
   };
-}
-
-const tooLarge = (limit: number, size?: number) =>
-  jsonError(413, "PAYLOAD_TOO_LARGE", `request body ${size !== undefined ? `is ${size} bytes` : "is too large"}; the limit is ${limit} bytes`);
-
-/**
- * Reject bodies over the limit with the JSON error. A declared length is checked up front; a
- * chunked body is read up to the limit and handed on as a buffered request.
- */
-async function enforceBodyLimit(request: Request, limit: number): Promise<Request | Response> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null) {
-    const length = Number(declared);
-    return length > limit ? tooLarge(limit, length) : request;
-  }
-  if (!request.body) return request;
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      void reader.cancel();
-      return tooLarge(limit);
-    }
-    chunks.push(value);
-  }
-  return new Request(request.url, { method: request.method, headers: request.headers, body: Buffer.concat(chunks), signal: request.signal });
 }

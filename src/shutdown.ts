@@ -4,6 +4,7 @@
  * force steps (SIGKILL to every worker group) run synchronously and the process exits at once.
  */
 import type { Logger } from "./shared/logger.ts";
+import { EXIT_FAILURE, EXIT_OK } from "./exit-codes.ts";
 
 export interface TeardownStep {
   name: string;
@@ -103,10 +104,11 @@ export class ShutdownCoordinator {
       if (this.running) {
         this.logger.warn("second signal: forcing exit", { signal: sig });
         this.force();
-        exit(1);
+        exit(EXIT_FAILURE);
         return;
       }
-      void this.run(sig).then(() => exit(0));
+      // A shutdown that had to force-kill is a failure systemd should record.
+      void this.run(sig).then((r) => exit(r.timedOut ? EXIT_FAILURE : EXIT_OK));
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);

@@ -3,6 +3,7 @@
  * 5xx answers never carry internals; they are logged with the request instead.
  */
 import { Elysia } from "elysia";
+import { ValueErrorType } from "@sinclair/typebox/errors";
 import { HiveError } from "../shared/errors.ts";
 import type { Logger } from "../shared/logger.ts";
 
@@ -16,15 +17,39 @@ export const jsonError = (status: number, code: string, message: string, details
     headers: { "content-type": "application/json" },
   });
 
-/** Turn an Elysia validation error into one sentence naming the field. */
-function validationMessage(error: unknown): string {
-  const e = error as { all?: Array<{ path?: string; message?: string; summary?: string }>; message?: string };
-  const first = e.all?.[0];
-  if (first) {
-    const field = (first.path ?? "").replace(/^\//, "").replace(/\//g, ".") || "body";
-    return `${field}: ${first.summary ?? first.message ?? "invalid value"}`;
+/** Where a validation error happened, as a caller would name it. */
+const LOCATION: Record<string, string> = { query: "query parameter ", params: "path parameter ", headers: "header " };
+
+interface ValueErrorLike {
+  type?: number;
+  path?: string;
+  message?: string;
+  errors?: Iterable<ValueErrorLike>[];
+}
+
+/**
+ * The most specific failure: Elysia wraps numbers in a union with their numeric-string form, so a
+ * union's own "Expected union value" is replaced by the last alternative's (the declared schema's).
+ */
+function specific(error: ValueErrorLike): ValueErrorLike {
+  if (error.type !== ValueErrorType.Union || !error.errors?.length) return error;
+  for (let i = error.errors.length - 1; i >= 0; i--) {
+    const first = [...error.errors[i]!][0];
+    if (first) return specific({ ...first, path: error.path });
   }
-  return "invalid request";
+  return error;
+}
+
+/** Turn an Elysia validation error into one sentence naming the field: `device: Expected integer …`. */
+export function validationMessage(error: unknown): string {
+  const e = error as { type?: string; customError?: unknown; valueError?: ValueErrorLike };
+  // A route that names its own message (query parameters, whose errors carry no field name).
+  if (typeof e.customError === "string") return e.customError;
+  const v = e.valueError ? specific(e.valueError) : undefined;
+  if (!v) return "invalid request";
+  const field = (v.path ?? "").replace(/^\//, "").replace(/\//g, ".") || (e.type === "body" ? "body" : "value");
+  const what = v.type === ValueErrorType.ObjectRequiredProperty ? "is required" : (v.message ?? "invalid value");
+  return `${LOCATION[e.type ?? ""] ?? ""}${field}: ${what}`;
 }
 
 export const errorPlugin = (logger: Logger) =>

@@ -24,7 +24,7 @@ export const eventsController = (bus: EventBus, opts: { keepAliveMs: number; shu
         },
       }),
     {
-      query: t.Object({ last_event_id: t.Optional(t.String()) }),
+      query: t.Object({ last_event_id: t.Optional(t.String({ maxLength: 20, pattern: "^[0-9]*$", error: "query parameter last_event_id: must be a non-negative integer" })) }),
       detail: {
         tags: ["events"],
         summary: "Lifecycle events (spawned, callback, ready, exited, stopped, restarting, crash_loop, unhealthy, load_timeout, …) as server-sent events; resume with Last-Event-ID",

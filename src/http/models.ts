@@ -3,14 +3,14 @@ import { Elysia, t } from "elysia";
 import type { DownloadTracker } from "../download-tracker.ts";
 import type { ModelService } from "../model-service.ts";
 import { CatalogEntry, DownloadJobInfo } from "../model-catalog/types.ts";
-import { ErrorResponse, errorResponses, streamedResponse } from "./schemas.ts";
+import { ErrorResponse, Field, errorResponses, streamedResponse } from "./schemas.ts";
 import { notFound } from "../shared/errors.ts";
 import { lastEventId, sseResponse } from "./sse.ts";
 import type { ServerRef } from "./server-ref.ts";
 
 const DownloadBody = t.Object({
-  model_ref: t.String({ description: 'hf:org/repo, hf:org/repo:Q4_K_M, hf:org/repo/path/file.gguf or file:/abs/path' }),
-  revision: t.Optional(t.String({ description: "hive addition: branch, tag or commit (default main)" })),
+  model_ref: Field.modelRef("hf:org/repo, hf:org/repo:Q4_K_M, hf:org/repo/path/file.gguf or file:/abs/path"),
+  revision: t.Optional(Field.revision()),
 });
 const DownloadResponse = t.Object({
   download_id: t.String({ description: '"cached" when the model is already in the catalog' }),
@@ -18,7 +18,8 @@ const DownloadResponse = t.Object({
   model_ref: t.String(),
   joined: t.Boolean({ description: "true when this request joined a download already running" }),
 });
-const ModelQuery = t.Object({ model_ref: t.String(), revision: t.Optional(t.String()) });
+const ModelQuery = t.Object({ model_ref: Field.modelRef(), revision: t.Optional(Field.revision()) });
+const DownloadId = t.String({ minLength: 1, maxLength: 128, description: "download id (uuid)" });
 
 export const modelsController = (
   models: ModelService,
@@ -56,7 +57,7 @@ export const modelsController = (
         });
       },
       {
-        query: t.Object({ id: t.String() }),
+        query: t.Object({ id: DownloadId }),
         detail: {
           tags: ["models"],
           summary:
@@ -76,8 +77,8 @@ export const modelsController = (
       "/v1/models/download/:id",
       ({ params, query }) => tracker.cancel(params.id, { purge: query.purge === "true" || query.purge === "1" }),
       {
-        params: t.Object({ id: t.String() }),
-        query: t.Object({ purge: t.Optional(t.String({ description: "true: also delete the partial files" })) }),
+        params: t.Object({ id: DownloadId }),
+        query: t.Object({ purge: t.Optional(t.Union([t.Literal("true"), t.Literal("false"), t.Literal("1"), t.Literal("0")], { description: "true: also delete the partial files", error: "query parameter purge: must be true, false, 1 or 0" })) }),
         response: { 200: DownloadJobInfo, ...errorResponses },
         detail: { tags: ["models"], summary: "Cancel a download; partial files are kept for resume unless ?purge=true" },
       },

@@ -3,31 +3,31 @@ import { Elysia, t } from "elysia";
 import { WorkerInfo, type WorkerRegistry } from "../registry.ts";
 import type { WorkerLifecycleManager } from "../worker-lifecycle.ts";
 import { notFound } from "../shared/errors.ts";
-import { ErrorResponse, MessageResponse, errorResponses } from "./schemas.ts";
+import { ErrorResponse, Field, MessageResponse, errorResponses } from "./schemas.ts";
 
 const SpawnBody = t.Object({
-  model_ref: t.String({ description: 'e.g. "hf:TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF" or "file:/abs/path.gguf"' }),
-  backend: t.String({ description: "cpu | cuda | metal (as the profile allows)" }),
-  device: t.Integer({ minimum: 0 }),
-  model_path: t.Optional(t.String({ description: "upstream field, ignored" })),
-  profile: t.Optional(t.String({ description: "hive addition: worker profile name" })),
-  revision: t.Optional(t.String({ description: "hive addition: hf revision (branch, tag or commit)" })),
+  model_ref: Field.modelRef(),
+  backend: Field.identifier("cpu | cuda | metal (as the profile allows)"),
+  device: Field.device(),
+  model_path: t.Optional(t.String({ maxLength: 4096, description: "upstream field, ignored" })),
+  profile: t.Optional(Field.identifier("hive addition: worker profile name")),
+  revision: t.Optional(Field.revision()),
 });
 const SpawnResponse = t.Object({ worker_id: t.String(), url: t.String(), state: t.Literal("loading") });
 const ReadyBody = t.Object({
-  worker_id: t.String(),
-  url: t.Optional(t.String()),
-  model_ref: t.Optional(t.String()),
-  backend: t.Optional(t.String()),
-  device: t.Optional(t.Integer()),
+  worker_id: Field.workerId(),
+  url: t.Optional(Field.url()),
+  model_ref: t.Optional(Field.modelRef()),
+  backend: t.Optional(Field.identifier("backend the worker runs")),
+  device: t.Optional(Field.device()),
 });
 const HeartbeatBody = t.Object({
-  worker_id: t.String(),
-  timestamp: t.Optional(t.String()),
-  health_status: t.Optional(t.String()),
+  worker_id: Field.workerId(),
+  timestamp: t.Optional(Field.timestamp()),
+  health_status: t.Optional(t.String({ minLength: 1, maxLength: 32, description: '"healthy" | "degraded"' })),
 });
-const WorkerIdBody = t.Object({ worker_id: t.String() });
-const IdParams = t.Object({ id: t.String() });
+const WorkerIdBody = t.Object({ worker_id: Field.workerId() });
+const IdParams = t.Object({ id: Field.workerId() });
 const StopResponse = t.Object({ message: t.String(), worker: WorkerInfo });
 
 export const workersController = (lifecycle: WorkerLifecycleManager, registry: WorkerRegistry) => {
@@ -86,7 +86,7 @@ export const workersController = (lifecycle: WorkerLifecycleManager, registry: W
       ({ params, query }) => ({ worker_id: params.id, lines: lifecycle.logs(params.id, query.tail ?? 100) }),
       {
         params: IdParams,
-        query: t.Object({ tail: t.Optional(t.Integer({ minimum: 1, maximum: 10000 })) }),
+        query: t.Object({ tail: t.Optional(Field.queryInteger("tail", 1, 10000)) }),
         response: { 200: t.Object({ worker_id: t.String(), lines: t.Array(t.String()) }), ...errorResponses },
         detail: { tags: ["workers"], summary: "Last lines of the worker's output (stdout and stderr)" },
       },

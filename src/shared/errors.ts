@@ -32,3 +32,20 @@ export function isHiveError(e: unknown): e is HiveError {
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+const FS_ERRNO_MEANING: Record<string, string> = {
+  EROFS: "read-only file system",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  ENOTDIR: "a path component is not a directory",
+  ENOSPC: "no space left on device",
+  EDQUOT: "disk quota exceeded",
+  EEXIST: "a file is in the way",
+};
+
+/** `EROFS (read-only file system)`: the errno and what it means, without the stack or the path twice. */
+export function describeFsError(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (!code) return errorMessage(e);
+  return `${code} (${FS_ERRNO_MEANING[code] ?? errorMessage(e)})`;
+}
