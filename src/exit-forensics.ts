@@ -16,11 +16,29 @@ export interface ExitContext {
   stopMessage: string | null;
   /** State of the worker when it ended. */
   state: WorkerState;
+  /** The worker's port (named in the port_conflict message). */
+  port?: number;
+  /** Last lines of stdout and stderr together: some servers report a bind failure on stdout. */
+  outputTail?: string[];
+  /** Another socket listens on the worker's port now that its process group is gone. */
+  portHeldByOther?: boolean | null;
+}
+
+/** How servers say they could not bind (llama.cpp, Rust std/tokio, Node/Bun, Python, Go, …). */
+export const PORT_CONFLICT_PATTERN =
+  /address already in use|EADDRINUSE|couldn'?t bind|could not bind|can'?t bind|cannot bind|unable to bind|failed to bind|bind failed|error while attempting to bind/i;
+/** Only the end of the output counts: the bind failure is what made the server give up. */
+export const PORT_CONFLICT_TAIL_LINES = 20;
+
+/** A worker that died while loading because its port was taken (its own words, or a listener is there now). */
+export function isPortConflict(ctx: ExitContext): boolean {
+  if (ctx.portHeldByOther) return true;
+  return (ctx.outputTail ?? []).slice(-PORT_CONFLICT_TAIL_LINES).some((line) => PORT_CONFLICT_PATTERN.test(line));
 }
 
 export function classifyExit(ctx: ExitContext, exit: ChildExit): ExitReason {
   if (exit.requested) return ctx.stopReason ?? "stopped";
-  if (ctx.state === "loading") return "load_failed";
+  if (ctx.state === "loading") return isPortConflict(ctx) ? "port_conflict" : "load_failed";
   if (exit.signal) return "killed";
   return exit.code === 0 ? "exited" : "crashed";
 }
@@ -33,6 +51,8 @@ export function describeExit(reason: ExitReason, exit: ChildExit, ctx: ExitConte
       return `stopped on request (${exit.signal ? exit.signal : `code ${exit.code}`})`;
     case "load_failed":
       return `worker ${how} before it was ready`;
+    case "port_conflict":
+      return `worker ${how} before it was ready: its port ${ctx.port ?? "?"} is taken by another socket`;
     case "killed":
       return `worker ${how} (not sent by the hive: OOM killer or an operator?)`;
     default:

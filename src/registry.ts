@@ -30,6 +30,7 @@ export const ExitReason = t.Union([
   t.Literal("unhealthy"),
   t.Literal("load_timeout"),
   t.Literal("spawn_failed"),
+  t.Literal("port_conflict"),
 ]);
 export type ExitReason = typeof ExitReason.static;
 

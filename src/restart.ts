@@ -64,7 +64,8 @@ export class RestartPolicy {
 
     h.failures = h.failures.filter((t) => now - t < this.cfg.breaker_window_s * 1000);
     h.failures.push(now);
-    h.consecutiveLoadFailures = LOAD_FAILURES.has(reason) ? h.consecutiveLoadFailures + 1 : 0;
+    // A port conflict says nothing about whether the model loads: leave that count alone.
+    if (reason !== "port_conflict") h.consecutiveLoadFailures = LOAD_FAILURES.has(reason) ? h.consecutiveLoadFailures + 1 : 0;
 
     if (this.cfg.max_load_failures > 0 && h.consecutiveLoadFailures >= this.cfg.max_load_failures) {
       return { action: "crash_loop", why: `failed to load ${h.consecutiveLoadFailures} times in a row (last: ${reason})` };
