@@ -9,7 +9,7 @@ import type { Logger } from "./shared/logger.ts";
 import { errorPlugin } from "./http/errors.ts";
 import { authPlugin, type AuthOptions } from "./http/middleware/auth.ts";
 import { bodyLimitPlugin } from "./http/middleware/body-limit.ts";
-import { healthController } from "./http/health.ts";
+import { healthController, type CatalogHealthProbe } from "./http/health.ts";
 import { VERSION } from "./version.ts";
 import { renderDocsPage, type OpenApiSpec } from "./http/docs-page.ts";
 import { streamedResponse } from "./http/schemas.ts";
@@ -21,6 +21,8 @@ export interface AppDeps {
   apiToken?: string;
   callbackAccess?: AuthOptions["callbackAccess"];
   onAuthEvent?: AuthOptions["onAuthEvent"];
+  /** State of the model catalog for GET /v1/health (absent: the field is left out). */
+  catalogHealth?: CatalogHealthProbe;
   /** Controllers for the other areas, composed after auth. */
   controllers?: Elysia<any, any, any, any, any, any, any>[];
 }
@@ -55,7 +57,7 @@ export function createApp(deps: AppDeps) {
       }),
     )
     .use(bodyLimitPlugin({ limitFor: () => deps.config.server.body_limit_bytes }))
-    .use(healthController());
+    .use(healthController(deps.catalogHealth));
   for (const c of deps.controllers ?? []) app = app.use(c) as typeof app;
   let docs: string | undefined;
   return app.get(

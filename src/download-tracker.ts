@@ -41,7 +41,7 @@ export type DownloadListener = (event: TrackedEvent) => void;
 export interface ProvisionerLike {
   plan(modelRef: string, opts: { revision?: string; signal?: AbortSignal }): Promise<ModelPlan>;
   provision(plan: ModelPlan, opts: ProvisionOptions): Promise<ProvisionResult>;
-  registerLocal(modelRef: string): RegisterInput;
+  registerLocal(modelRef: string): Promise<RegisterInput>;
   purgePartials(plan: ModelPlan): void;
 }
 
@@ -151,13 +151,17 @@ export class DownloadTracker {
    * choice, 507 …) arrive as the job's error event and reject `whenDone`; with `awaitPlan: true`
    * start() waits for the plan and throws them instead (the job is still recorded).
    */
-  async start(modelRef: string, opts: { revision?: string; awaitPlan?: boolean } = {}): Promise<StartResult> {
-    const parsed = parseModelRef(modelRef);
+  async start(givenRef: string, opts: { revision?: string; awaitPlan?: boolean } = {}): Promise<StartResult> {
+    const parsed = parseModelRef(givenRef);
+    const modelRef = parsed.modelRef; // canonical: one job and one catalog key per model
     const revisionArg = opts.revision === undefined ? undefined : validateRevision(opts.revision);
     if (parsed.provider === "file") {
+      // Described afresh every time: the directory may have changed, and every file handed out
+      // must still resolve inside the allowed roots. The catalog is only written when it differs.
+      const input = await this.provisioner.registerLocal(modelRef);
       const existing = this.catalog.get(modelRef);
-      if (existing && this.catalog.checkOnDisk(existing).ok) return { cached: true, local_path: existing.local_path, entry: existing };
-      const entry = this.catalog.register(this.provisioner.registerLocal(modelRef));
+      if (existing && sameLocalModel(existing, input)) return { cached: true, local_path: existing.local_path, entry: existing };
+      const entry = this.catalog.register(input);
       return { cached: true, local_path: entry.local_path, entry };
     }
     const revision = revisionArg ?? DEFAULT_REVISION;
@@ -480,4 +484,14 @@ export class DownloadTracker {
       last_event_id: job.nextEventId - 1,
     };
   }
+}
+
+/** True when a catalog entry already records exactly this description of a `file:` model. */
+function sameLocalModel(entry: CatalogEntry, input: RegisterInput): boolean {
+  if (entry.local_path !== input.local_path || entry.files.length !== input.files.length) return false;
+  const recorded = new Map(entry.files.map((f) => [f.path, f]));
+  return input.files.every((f) => {
+    const r = recorded.get(f.path);
+    return r !== undefined && r.local_path === f.local_path && r.size_bytes === f.size_bytes;
+  });
 }

@@ -2,11 +2,11 @@
  * Builds the daemon from a loaded config: services, app, socket and teardown order.
  * main.ts owns the process (argv, signals, exit codes); this is what tests start in-process.
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import type { LoadedConfig } from "./config.ts";
 import { bindPolicyViolation, isLoopbackHost, tokenFingerprint } from "./shared/auth-min.ts";
 import type { Logger } from "./shared/logger.ts";
-import { errorMessage } from "./shared/errors.ts";
+import { describeFsError, errorMessage } from "./shared/errors.ts";
 import { systemClock, type Clock } from "./shared/clock.ts";
 import { spawnSupervised, type Spawner } from "./shared/daemon-lifecycle.ts";
 import { HttpClient, type FetchLike } from "./shared/http-client.ts";
@@ -27,8 +27,10 @@ import { metricsController } from "./http/metrics.ts";
 import { HiveMetrics } from "./metrics.ts";
 import type { ServerRef } from "./http/server-ref.ts";
 import { VERSION } from "./version.ts";
-import { ModelCatalog } from "./model-catalog/catalog.ts";
-import { Provisioner } from "./provisioner/provisioner.ts";
+import type { ModelCatalog } from "./model-catalog/catalog.ts";
+import { openCatalog } from "./model-catalog/open.ts";
+import { rebuildCatalogFromCache } from "./provisioner/rebuild-catalog.ts";
+import { Provisioner, type WalkFs } from "./provisioner/provisioner.ts";
 import { DownloadTracker } from "./download-tracker.ts";
 import { ModelService } from "./model-service.ts";
 import { modelsController } from "./http/models.ts";
@@ -52,6 +54,8 @@ export interface HiveOverrides {
   echo?: ((line: string) => void) | null;
   /** Free-space probe of the models dir (tests). */
   statfs?: (path: string) => { bavail: number | bigint; bsize: number | bigint };
+  /** File system calls of the `file:` model walk (tests gate them). */
+  walkFs?: WalkFs;
 }
 
 export interface Hive {
@@ -68,10 +72,13 @@ export interface Hive {
 
 export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOverrides = {}): Promise<Hive> {
   const { config, secrets, resolved } = loaded;
+  // loadConfig refuses this already; checked again because an open bind without a token must never happen.
   const violation = bindPolicyViolation(resolved.host, secrets.apiToken);
   if (violation) throw new StartupError(violation);
 
-  for (const dir of [resolved.dataDir, resolved.modelsDir, resolved.logsDir]) mkdirSync(dir, { recursive: true });
+  prepareDir(resolved.dataDir, "data dir");
+  prepareDir(resolved.modelsDir, "models dir");
+  prepareDir(resolved.logsDir, "logs dir");
 
   const clock = o.clock ?? systemClock;
   const shutdown = new ShutdownCoordinator(logger, config.shutdown.total_timeout_s * 1000);
@@ -83,12 +90,21 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     max: config.workers.port_max,
     // Upstream workers bind 0.0.0.0, and a wildcard bind fails when any local address holds the
     // port. Probing the worker host itself would break when RBEE_WORKER_HOST names an address
-    // (NAT, DNS) that is not bindable here.
+    // (NAT, DNS) that is not bindable here. Besides the bind, every port any TCP socket uses
+    // (TIME_WAIT included, /proc/net/tcp{,6}) is skipped: see port-allocator.ts.
     probeHosts: ["0.0.0.0"],
+    now: () => clock.monotonic(),
   });
   let catalog: ModelCatalog;
   try {
-    catalog = new ModelCatalog({ path: resolved.catalogPath, clock });
+    // A damaged models.db is moved aside and rebuilt from the models dir (see model-catalog/open.ts).
+    catalog = openCatalog({
+      path: resolved.catalogPath,
+      modelsDir: resolved.modelsDir,
+      clock,
+      logger,
+      rebuild: (fresh) => rebuildCatalogFromCache(fresh, resolved.modelsDir, logger),
+    }).catalog;
   } catch (e) {
     throw new StartupError(`cannot open the model catalog ${resolved.catalogPath}: ${errorMessage(e)}`);
   }
@@ -106,6 +122,7 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     stallTimeoutMs: dl.stall_timeout_s * 1000,
     diskMarginBytes: Math.round(dl.disk_margin_mb * 1024 * 1024),
     statfs: o.statfs,
+    walkFs: o.walkFs,
     logger,
   });
   const tracker = new DownloadTracker({
@@ -154,6 +171,7 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     logger,
     apiToken: secrets.apiToken,
     callbackAccess: (path, body) => lifecycle.callbackAccess(path, body),
+    catalogHealth: () => catalog.health(),
     controllers: [
       workersController(lifecycle, registry),
       metricsController(metrics),
@@ -206,4 +224,16 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     config: loaded.source,
   });
   return { server, shutdown, url: server.url, registry, lifecycle, monitor, bus, catalog, tracker };
+}
+
+/** Create a directory the hive writes to and prove it is writable now, not at the first download. */
+function prepareDir(dir: string, what: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+    const probe = `${dir}/.rbee-write-test-${process.pid}`;
+    writeFileSync(probe, "");
+    rmSync(probe);
+  } catch (e) {
+    throw new StartupError(`cannot use the ${what} ${dir}: ${describeFsError(e)}`);
+  }
 }

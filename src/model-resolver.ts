@@ -5,14 +5,18 @@
  */
 import { HiveError } from "./shared/errors.ts";
 import { splitModelRef, validatePathUnderRoots } from "./shared/input-validation.ts";
+import { parseModelRef } from "./model-catalog/model-ref.ts";
 
 export type ResolvedModel =
   | { kind: "local"; path: string }
   | { kind: "downloading"; downloadId: string; done: Promise<string> };
 
 export interface ModelResolver {
-  /** Cheap checks of the reference alone (provider, path roots), before anything else happens. */
-  validate(modelRef: string): void;
+  /**
+   * Cheap checks of the reference alone (provider, path roots), before anything else happens.
+   * Returns the canonical ref (one spelling per `file:` path) that the worker record keeps.
+   */
+  validate(modelRef: string): string;
   resolve(modelRef: string, opts?: { revision?: string }): Promise<ResolvedModel>;
 }
 
@@ -31,9 +35,14 @@ export function createModelResolver(opts: ModelResolverOptions): ModelResolver {
   const roots = [opts.modelsDir, ...opts.allowedRoots];
   return {
     validate(modelRef) {
-      const { provider, reference } = splitModelRef(modelRef);
-      if (provider === "file") validatePathUnderRoots(reference, roots, "model_ref");
-      else if (provider !== "hf") throw new HiveError(400, "UNSUPPORTED_PROVIDER", `unknown model provider "${provider}"; use hf: or file:`);
+      const { provider } = splitModelRef(modelRef);
+      if (provider !== "hf" && provider !== "file") {
+        throw new HiveError(400, "UNSUPPORTED_PROVIDER", `unknown model provider "${provider}"; use hf: or file:`);
+      }
+      if (provider === "hf") return modelRef; // the tracker parses it fully
+      const parsed = parseModelRef(modelRef);
+      if (parsed.provider === "file") validatePathUnderRoots(parsed.path, roots, "model_ref");
+      return parsed.modelRef;
     },
     async resolve(modelRef, resolveOpts) {
       this.validate(modelRef);

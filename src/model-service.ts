@@ -3,12 +3,12 @@
  * source that spawn uses (a model not in the catalog starts or joins its download).
  */
 import type { CatalogEntry, ModelCatalog } from "./model-catalog/catalog.ts";
-import { parseModelRef } from "./model-catalog/model-ref.ts";
+import { canonicalModelRef } from "./model-catalog/model-ref.ts";
 import type { DownloadTracker } from "./download-tracker.ts";
 import type { ModelSource, ResolvedModel } from "./model-resolver.ts";
 import { removeModelFiles } from "./provisioner/remove.ts";
 import type { WorkerRegistry } from "./registry.ts";
-import { conflict, notFound } from "./shared/errors.ts";
+import { conflict, errorMessage, notFound } from "./shared/errors.ts";
 import type { Logger } from "./shared/logger.ts";
 
 export interface DownloadAnswer {
@@ -31,36 +31,52 @@ export class ModelService implements ModelSource {
   ) {}
 
   /** Upstream answer: `{"download_id","local_path":null}`, or `"cached"` with the path. */
-  async download(modelRef: string, revision?: string): Promise<DownloadAnswer> {
+  async download(givenRef: string, revision?: string): Promise<DownloadAnswer> {
+    const modelRef = canonicalModelRef(givenRef);
     const r = await this.d.tracker.start(modelRef, { revision });
     if (r.cached) return { download_id: "cached", local_path: r.local_path, model_ref: modelRef, joined: false };
     return { download_id: r.job.id, local_path: null, model_ref: modelRef, joined: r.joined };
   }
 
   /** For spawn: a local path now, or a download to wait for (never blocks on the transfer). */
-  async resolve(modelRef: string, opts: { revision?: string } = {}): Promise<ResolvedModel> {
+  async resolve(givenRef: string, opts: { revision?: string } = {}): Promise<ResolvedModel> {
+    const modelRef = canonicalModelRef(givenRef);
     const r = await this.d.tracker.start(modelRef, { revision: opts.revision });
     if (r.cached) {
-      this.d.catalog.touch(modelRef, opts.revision);
+      this.touch(modelRef, opts.revision);
       return { kind: "local", path: r.local_path };
     }
     const done = this.d.tracker.whenDone(r.job.id).then((entry) => {
-      this.d.catalog.touch(modelRef, opts.revision);
+      this.touch(modelRef, opts.revision);
       return entry.local_path;
     });
     return { kind: "downloading", downloadId: r.job.id, done };
   }
 
+  /** last_used_at is bookkeeping: a catalog that cannot take the write must not fail the spawn. */
+  private touch(modelRef: string, revision?: string): void {
+    try {
+      this.d.catalog.touch(modelRef, revision);
+    } catch (e) {
+      this.d.logger.warn("could not record the model's last use", { model_ref: modelRef, error: errorMessage(e) });
+    }
+  }
+
+  /**
+   * The catalog's models whose files are all on disk with their recorded sizes (a stat per file,
+   * no hashing). An entry that lost files is hidden, not deleted: the next download or spawn of it
+   * replaces the row, and a file that comes back (a remounted disk) makes it visible again.
+   */
   list(): CatalogEntry[] {
-    return this.d.catalog.list();
+    return this.d.catalog.list().filter((entry) => this.d.catalog.checkOnDisk(entry).ok);
   }
 
   /**
    * Unregister a model and delete its downloaded files (files of `file:` models are the
    * operator's and stay). 409 while a worker uses it.
    */
-  remove(modelRef: string, revision?: string): { model_ref: string; removed: true; freed_bytes: number } {
-    parseModelRef(modelRef);
+  remove(givenRef: string, revision?: string): { model_ref: string; removed: true; freed_bytes: number } {
+    const modelRef = canonicalModelRef(givenRef);
     const entry = this.d.catalog.get(modelRef, revision);
     if (!entry) throw notFound("MODEL_NOT_FOUND", `model ${modelRef}${revision ? `@${revision}` : ""} is not in the catalog`);
     const users = this.d.registry.list().filter((w) => w.model_ref === modelRef);

@@ -19,7 +19,7 @@ import type { QueenNotifier } from "./queen.ts";
 import { newWorkerRecord, type ExitReason, type WorkerInfo, type WorkerRegistry } from "./registry.ts";
 import { newRestartHistory, type RestartHistory, type RestartPolicy } from "./restart.ts";
 import { LoadDeadline } from "./timeout.ts";
-import { exitRecord, spawnFailure, STDERR_TAIL_LINES } from "./exit-forensics.ts";
+import { exitRecord, PORT_CONFLICT_TAIL_LINES, spawnFailure, STDERR_TAIL_LINES } from "./exit-forensics.ts";
 import { localUrl, pollUntilHealthy } from "./worker-health.ts";
 import { resolveWorkerBinary } from "./worker-binary.ts";
 import type { Clock, Timer } from "./shared/clock.ts";
@@ -106,7 +106,15 @@ interface WorkerEntry {
   stopRequested: boolean;
   /** The port in the record is reserved in the allocator (released exactly once). */
   portHeld: boolean;
+  /** Port conflicts since the worker was last ready; bounds the relaunches that skip the policy. */
+  portConflicts: number;
 }
+
+/**
+ * A worker that could not bind its port is relaunched at once on another port, this many times in
+ * a row; the next conflict goes to the restart policy like any failure, so it can never spin.
+ */
+export const MAX_PORT_CONFLICTS_IN_A_ROW = 3;
 
 /** `{name}` placeholders substituted per argument (no shell ever sees them). */
 export function substituteArgs(templates: string[], vars: Record<string, string>): string[] {
@@ -123,8 +131,7 @@ export class WorkerLifecycleManager {
 
   async spawn(req: SpawnRequest): Promise<SpawnResponse> {
     if (this.shuttingDown) throw new HiveError(503, "SHUTTING_DOWN", "the hive is shutting down");
-    const modelRef = validateModelRef(req.model_ref);
-    this.d.models.validate(modelRef);
+    const modelRef = this.d.models.validate(validateModelRef(req.model_ref)); // canonical spelling
     const backend = validateIdentifier(req.backend, "backend", 64);
     if (!Number.isInteger(req.device) || req.device < 0) throw invalidInput("device must be a non-negative integer", { field: "device" });
     const profileName = req.profile === undefined ? this.d.config.workers.default_profile : validateIdentifier(req.profile, "profile", 64);
@@ -146,7 +153,7 @@ export class WorkerLifecycleManager {
     this.preflight(req);
 
     const id = `worker-${randomUUID()}`;
-    const port = this.d.ports.allocate();
+    const port = this.d.ports.allocate(undefined, binary);
     const url = `http://${this.d.config.workers.host}:${port}`;
     const record = newWorkerRecord({
       id, url, model_ref: modelRef, backend, device: req.device, port, profile: profileName,
@@ -156,7 +163,7 @@ export class WorkerLifecycleManager {
     const entry: WorkerEntry = {
       profileName, profile, binary, modelPath: null, child: null, exitHandled: null, deadline: null, readiness: null,
       stopReason: null, stopMessage: null, restartTimer: null, history: newRestartHistory(), launchedAt: 0, stopRequested: false,
-      portHeld: true,
+      portHeld: true, portConflicts: 0,
     };
     this.entries.set(id, entry);
     this.d.registry.add(record);
@@ -255,10 +262,11 @@ export class WorkerLifecycleManager {
     this.d.registry.retire(id);
   }
 
-  private releasePort(entry: WorkerEntry, port: number): void {
+  /** `ran`: a process of ours ran on the port, so its sockets may linger there (see PortAllocator). */
+  private releasePort(entry: WorkerEntry, port: number, ran = false): void {
     if (!entry.portHeld) return;
     entry.portHeld = false;
-    this.d.ports.release(port);
+    this.d.ports.release(port, ran ? entry.binary : undefined);
   }
 
   // ---------------------------------------------------------------- readiness
@@ -300,6 +308,7 @@ export class WorkerLifecycleManager {
   }
 
   private markReady(id: string, entry: WorkerEntry): void {
+    entry.portConflicts = 0;
     entry.deadline?.cancel();
     entry.deadline = null;
     entry.readiness = null;
@@ -338,8 +347,15 @@ export class WorkerLifecycleManager {
     entry.readiness = null;
     const w = this.d.registry.live(id);
     if (!w) return;
-    this.releasePort(entry, w.port);
-    const record = exitRecord({ ...entry, state: w.state }, exit, child.tail(STDERR_TAIL_LINES, "stderr"));
+    this.releasePort(entry, w.port, true);
+    const ctx = { ...entry, state: w.state, port: w.port };
+    // Only a loading worker can have failed to bind; re-probe the port now that its group is gone.
+    const loadingExit = w.state === "loading" && !exit.requested;
+    const record = exitRecord(
+      loadingExit ? { ...ctx, outputTail: child.tail(PORT_CONFLICT_TAIL_LINES, "all"), portHeldByOther: this.d.ports.hasListener(w.port) } : ctx,
+      exit,
+      child.tail(STDERR_TAIL_LINES, "stderr"),
+    );
     const { reason, message } = record;
     this.d.registry.recordExit(id, record);
     this.d.registry.update(id, { pid: null, slots_available: 0 });
@@ -350,6 +366,15 @@ export class WorkerLifecycleManager {
     if (reason === "stopped" || entry.stopRequested || this.shuttingDown) {
       this.finish(id, "stopped");
       return;
+    }
+    if (reason === "port_conflict") {
+      // Whatever the probes said, this port does not work for this worker: skip it for a while.
+      this.d.ports.quarantine(w.port);
+      entry.portConflicts++;
+      if (entry.portConflicts <= MAX_PORT_CONFLICTS_IN_A_ROW) {
+        this.relaunchOnAnotherPort(id, entry);
+        return;
+      }
     }
     const decision = this.d.restartPolicy.decide(entry.history, reason, this.d.clock.monotonic());
     if (decision.action === "restart") {
@@ -389,19 +414,29 @@ export class WorkerLifecycleManager {
     }, delayMs);
   }
 
-  private relaunch(id: string, entry: WorkerEntry): void {
+  /**
+   * The worker never got its port: not a failure of the worker, so no backoff, no restart policy,
+   * no restart_count. The old port is quarantined, so the allocator hands out another one.
+   */
+  private relaunchOnAnotherPort(id: string, entry: WorkerEntry): void {
+    this.toLoading(id, { phase: "restarting", next_restart_at: null, slots_available: 0 });
+    this.d.bus.publish("restarting", { worker_id: id, attempt: 0, delay_ms: 0, reason: "port_conflict" });
+    this.d.logger.warn("worker could not bind its port; relaunching on another port", { worker_id: id, conflicts: entry.portConflicts });
+    this.relaunch(id, entry, { countAsRestart: false });
+  }
+
+  private relaunch(id: string, entry: WorkerEntry, { countAsRestart = true } = {}): void {
     if (this.entries.get(id) !== entry || entry.stopRequested || this.shuttingDown) return;
     const w = this.d.registry.live(id);
     if (!w || !entry.modelPath) return;
     try {
-      const port = this.d.ports.allocate(w.port);
+      const port = this.d.ports.allocate(w.port, entry.binary);
       entry.portHeld = true;
       const now = this.d.clock.now();
       this.d.registry.update(id, {
         port,
         url: `http://${this.d.config.workers.host}:${port}`,
-        restart_count: w.restart_count + 1,
-        last_restart: toSystemTime(now),
+        ...(countAsRestart ? { restart_count: w.restart_count + 1, last_restart: toSystemTime(now) } : {}),
         started_at: toSystemTime(now),
         ready_at: null,
         failed_health_checks: 0,
@@ -476,6 +511,7 @@ export class WorkerLifecycleManager {
     if (entry.restartTimer) this.d.clock.clearTimeout(entry.restartTimer);
     entry.restartTimer = null;
     entry.history = newRestartHistory(); // an operator's retry starts from a clean slate
+    entry.portConflicts = 0;
     if (entry.child) {
       entry.stopReason = "stopped";
       entry.stopMessage = "restarted on request";
@@ -485,7 +521,7 @@ export class WorkerLifecycleManager {
       entry.child = null;
       entry.deadline?.cancel();
       await child.stop(this.d.config.workers.stop_grace_s * 1000);
-      this.releasePort(entry, w.port);
+      this.releasePort(entry, w.port, true);
       this.d.registry.recordExit(id, exitRecord({ ...entry, state: w.state }, child.exit!, child.tail(STDERR_TAIL_LINES, "stderr")));
     }
     this.toLoading(id, { phase: "restarting", crash_loop_reason: null, next_restart_at: null, pid: null });

@@ -257,7 +257,7 @@ describe("reference forms and file choice", () => {
 });
 
 describe("file: models", () => {
-  test("registered only under the models dir or an allowed root", () => {
+  test("registered only under the models dir or an allowed root", async () => {
     const models = join(dir, "models");
     const extra = join(dir, "extra");
     const outside = join(dir, "outside");
@@ -271,27 +271,20 @@ describe("file: models", () => {
     symlinkSync(join(outside, "c.gguf"), join(extra, "sneaky.gguf"));
     const p = prov({ allowedRoots: [extra] });
 
-    const a = p.registerLocal(`file:${join(models, "a.Q4_0.gguf")}`);
+    const a = await p.registerLocal(`file:${join(models, "a.Q4_0.gguf")}`);
     expect(a).toMatchObject({ local_path: join(models, "a.Q4_0.gguf"), format: "gguf", quantization: "Q4_0" });
     expect(a.files).toEqual([
       { path: "a.Q4_0.gguf", local_path: join(models, "a.Q4_0.gguf"), size_bytes: 3, sha256: null, git_oid: null, blob_path: null },
     ]);
-    expect(p.registerLocal(`file:${join(extra, "b.gguf")}`).files[0]!.size_bytes).toBe(4);
-    const st = p.registerLocal(`file:${join(extra, "st")}`);
+    expect((await p.registerLocal(`file:${join(extra, "b.gguf")}`)).files[0]!.size_bytes).toBe(4);
+    const st = await p.registerLocal(`file:${join(extra, "st")}`);
     expect(st.format).toBe("safetensors");
     expect(st.files.map((f) => f.path).sort()).toEqual(["config.json", "model.safetensors"]);
 
-    const err = (ref: string) => {
-      try {
-        p.registerLocal(ref);
-      } catch (e) {
-        return e as HiveError;
-      }
-      throw new Error("expected an error");
-    };
-    expect(err(`file:${join(outside, "c.gguf")}`).code).toBe("INVALID_INPUT");
-    expect(err(`file:${join(extra, "sneaky.gguf")}`).message).toContain("outside the allowed model roots");
-    expect(err(`file:${join(models, "missing.gguf")}`)).toMatchObject({ status: 404, code: "MODEL_NOT_FOUND" });
+    const err = (ref: string) => rejection(p.registerLocal(ref));
+    expect((await err(`file:${join(outside, "c.gguf")}`)).code).toBe("INVALID_INPUT");
+    expect((await err(`file:${join(extra, "sneaky.gguf")}`)).message).toContain("outside the allowed model roots");
+    expect(await err(`file:${join(models, "missing.gguf")}`)).toMatchObject({ status: 404, code: "MODEL_NOT_FOUND" });
   });
 });
 

@@ -4,7 +4,8 @@
  * - `hf:<org>/<repo>`                   the repo's default file set (see provisioner/select.ts)
  * - `hf:<org>/<repo>:<QUANT>`           one GGUF quantization, e.g. `hf:TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF:Q4_K_M`
  * - `hf:<org>/<repo>/<path/in/repo>`    one exact file (a split GGUF shard brings its whole set)
- * - `file:<absolute path>`              a model already on disk (file or directory)
+ * - `file:<absolute path>`              a model already on disk (file or directory); `file:///abs`,
+ *                                       duplicate and trailing slashes are accepted and canonicalized
  *
  * A revision (branch, tag or commit) is passed beside the ref, never inside it (the upstream
  * character set has no room for it). All functions throw HiveError(400, INVALID_INPUT).
@@ -37,21 +38,38 @@ function validateRepoPart(part: string, what: string, modelRef: string): void {
   }
 }
 
+/**
+ * The one spelling of a `file:` path: runs of '/' collapsed (so `file:///abs` is `file:/abs`), no
+ * trailing '/'. One path must be one catalog key and one worker model_ref, however it was typed.
+ */
+export function canonicalFilePath(reference: string): string {
+  const p = reference.replace(/\/{2,}/g, "/");
+  return p.length > 1 && p.endsWith("/") ? p.slice(0, -1) : p;
+}
+
+/** A validated model_ref in its canonical form (`file:` paths canonicalized; `hf:` refs as given). */
+export function canonicalModelRef(value: unknown): string {
+  return parseModelRef(value).modelRef;
+}
+
 /** Parse and validate a model_ref. Throws 400 INVALID_INPUT with a message that says what to fix. */
 export function parseModelRef(value: unknown): ParsedModelRef {
-  const modelRef = validateModelRef(value);
-  const { provider, reference } = splitModelRef(modelRef);
+  const given = validateModelRef(value);
+  const { provider, reference: raw } = splitModelRef(given);
   if (provider === "file") {
-    if (!reference.startsWith("/")) {
-      throw invalidInput(`model_ref "${modelRef}": file: needs an absolute path, e.g. "file:/var/lib/rbee/models/x.gguf"`, {
+    if (!raw.startsWith("/")) {
+      throw invalidInput(`model_ref "${given}": file: needs an absolute path, e.g. "file:/var/lib/rbee/models/x.gguf"`, {
         field: "model_ref",
       });
     }
-    if (reference.split("/").some((s) => s === "." || s === "..")) {
-      throw invalidInput(`model_ref "${modelRef}": '.' and '..' path segments are not allowed`, { field: "model_ref" });
+    const path = canonicalFilePath(raw);
+    if (path.split("/").some((s) => s === "." || s === "..")) {
+      throw invalidInput(`model_ref "${given}": '.' and '..' path segments are not allowed`, { field: "model_ref" });
     }
-    return { provider: "file", modelRef, reference, path: reference };
+    return { provider: "file", modelRef: `file:${path}`, reference: path, path };
   }
+  const modelRef = given;
+  const reference = raw;
   if (provider !== "hf") {
     throw invalidInput(`model_ref "${modelRef}": unknown provider "${provider}" (supported: "hf", "file")`, {
       field: "model_ref",
@@ -111,6 +129,7 @@ export function isCommitSha(rev: string): boolean {
  */
 export function catalogKey(modelRef: string, revision?: string): { provider: string; reference: string } {
   const { provider, reference } = splitModelRef(modelRef);
+  if (provider === "file") return { provider, reference: canonicalFilePath(reference) };
   if (provider !== "hf" || revision === undefined || revision === DEFAULT_REVISION) return { provider, reference };
   return { provider, reference: `${reference}@${revision}` };
 }

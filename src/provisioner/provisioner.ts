@@ -6,12 +6,10 @@
  *                   falls back to the local cache when the hub is unreachable)
  *   provision(plan) disk check, reuse/verify blobs already in the cache, download the rest, link
  *                   the snapshot, write refs/<revision>; returns what `ModelCatalog.register` takes
- *   registerLocal   describe a `file:` model (no network), only under modelsDir / allowedRoots
+ *   registerLocal   describe a `file:` model (no network), only under modelsDir / allowedRoots (async, bounded walk)
  */
-import { mkdirSync, realpathSync, readdirSync, statSync, statfsSync, unlinkSync } from "node:fs";
-import { basename, join, relative } from "node:path";
+import { mkdirSync, statfsSync, unlinkSync } from "node:fs";
 import { HiveError, errorMessage, isHiveError } from "../shared/errors.ts";
-import { isUnder, validatePathUnderRoots } from "../shared/input-validation.ts";
 import type { Logger } from "../shared/logger.ts";
 import { silentLogger } from "../shared/logger.ts";
 import type { CatalogFile, RegisterInput } from "../model-catalog/catalog.ts";
@@ -20,7 +18,10 @@ import { downloadBlob, expectedDigest, hashFile, partialAllocatedBytes, partialB
 import { HfCacheRepo } from "./hf-cache.ts";
 import { DEFAULT_HF_ENDPOINT, HubClient, type FetchFn, type RemoteFile } from "./hub-client.ts";
 import { DEFAULT_RETRY_POLICY, abortError } from "./retry.ts";
-import { DEFAULT_QUANT_PREFERENCE, detectQuant, selectFiles, type Selection } from "./select.ts";
+import { DEFAULT_QUANT_PREFERENCE, selectFiles, type Selection } from "./select.ts";
+import { DEFAULT_WALK_LIMITS, describeLocalModel, nodeWalkFs, type WalkFs, type WalkLimits } from "./local-model.ts";
+
+export type { WalkFs, WalkLimits } from "./local-model.ts";
 
 export interface StatfsLike {
   bavail: number | bigint;
@@ -82,6 +83,12 @@ export interface ProvisionerOptions {
   preallocate?: boolean;
   /** Never touch the network (like HF_HUB_OFFLINE): only complete cached snapshots. Default false. */
   offline?: boolean;
+  /** Bounds of a `file:` directory walk. Default depth 16, 10 000 entries, 10 s. */
+  walkLimits?: Partial<WalkLimits>;
+  /** File system calls of the `file:` walk (tests gate them). Default node:fs/promises. */
+  walkFs?: WalkFs;
+  /** Clock of the walk's time bound (ms). Default Date.now. */
+  now?: () => number;
   logger?: Logger;
 }
 
@@ -159,8 +166,11 @@ export const DEFAULTS = {
 export class Provisioner {
   readonly client: HubClient;
   readonly modelsDir: string;
-  private readonly o: Required<Omit<ProvisionerOptions, "token" | "fetch" | "statfs" | "logger" | "endpoint">>;
+  private readonly o: Required<Omit<ProvisionerOptions, "token" | "fetch" | "statfs" | "logger" | "endpoint" | "walkLimits" | "walkFs" | "now">>;
   private readonly statfs: (path: string) => StatfsLike;
+  private readonly walkLimits: WalkLimits;
+  private readonly walkFs: WalkFs;
+  private readonly now: () => number;
   private readonly logger: Logger;
   /** Blobs this process downloaded and verified (no re-hash needed). */
   private readonly verified = new Set<string>();
@@ -174,6 +184,9 @@ export class Provisioner {
     this.modelsDir = opts.modelsDir;
     this.logger = opts.logger ?? silentLogger;
     this.statfs = opts.statfs ?? ((p) => statfsSync(p));
+    this.walkLimits = { ...DEFAULT_WALK_LIMITS, ...opts.walkLimits };
+    this.walkFs = opts.walkFs ?? nodeWalkFs;
+    this.now = opts.now ?? Date.now;
     this.o = {
       modelsDir: opts.modelsDir,
       allowedRoots: opts.allowedRoots ?? [],
@@ -353,75 +366,19 @@ export class Provisioner {
   }
 
   /**
-   * Describe a `file:` model for the catalog. The path (and its real path, symlinks resolved) must
-   * lie under modelsDir or an allowed root. Errors: 400 INVALID_INPUT, 404 MODEL_NOT_FOUND.
+   * Describe a `file:` model for the catalog (see local-model.ts): the path and every file under it
+   * must resolve (symlinks included) under modelsDir or an allowed root; a directory is walked
+   * asynchronously within `walkLimits`. Errors: 400 INVALID_INPUT, 404 MODEL_NOT_FOUND,
+   * 413 MODEL_DIR_TOO_LARGE.
    */
-  registerLocal(modelRef: string): RegisterInput {
-    const parsed = parseModelRef(modelRef);
-    if (parsed.provider !== "file") throw new HiveError(400, "INVALID_INPUT", `registerLocal() takes file: refs, got "${modelRef}"`);
-    const roots = [this.modelsDir, ...this.o.allowedRoots];
-    const path = validatePathUnderRoots(parsed.path, roots, "model_ref");
-    let real: string;
-    try {
-      real = realpathSync(path);
-    } catch {
-      throw new HiveError(404, "MODEL_NOT_FOUND", `no file or directory at ${path}`, { path });
-    }
-    const realRoots = roots.map((r) => {
-      try {
-        return realpathSync(r);
-      } catch {
-        return r;
-      }
+  registerLocal(modelRef: string): Promise<RegisterInput> {
+    return describeLocalModel(modelRef, {
+      roots: [this.modelsDir, ...this.o.allowedRoots],
+      limits: this.walkLimits,
+      fs: this.walkFs,
+      now: this.now,
+      logger: this.logger,
     });
-    if (!realRoots.some((r) => isUnder(r, real))) {
-      throw new HiveError(400, "INVALID_INPUT", `model_ref ${path} resolves to ${real}, outside the allowed model roots`, {
-        field: "model_ref",
-      });
-    }
-    const st = statSync(real);
-    const files: CatalogFile[] = [];
-    if (st.isFile()) {
-      files.push({ path: basename(path), local_path: path, size_bytes: st.size, sha256: null, git_oid: null, blob_path: null });
-    } else if (st.isDirectory()) {
-      const walk = (dir: string, depth: number) => {
-        if (depth > 8 || files.length > 10_000) return;
-        for (const ent of readdirSync(dir, { withFileTypes: true })) {
-          if (ent.name.startsWith(".")) continue;
-          const full = join(dir, ent.name);
-          let s;
-          try {
-            s = statSync(full);
-          } catch {
-            continue;
-          }
-          if (s.isDirectory()) walk(full, depth + 1);
-          else if (s.isFile()) {
-            files.push({ path: relative(path, full), local_path: full, size_bytes: s.size, sha256: null, git_oid: null, blob_path: null });
-          }
-        }
-      };
-      walk(path, 0);
-      if (files.length === 0) throw new HiveError(404, "MODEL_NOT_FOUND", `directory ${path} holds no files`, { path });
-    } else {
-      throw new HiveError(400, "INVALID_INPUT", `${path} is neither a file nor a directory`, { field: "model_ref" });
-    }
-    const lower = path.toLowerCase();
-    const format = lower.endsWith(".gguf")
-      ? "gguf"
-      : files.some((f) => f.path.toLowerCase().endsWith(".safetensors"))
-        ? "safetensors"
-        : files.some((f) => f.path.toLowerCase().endsWith(".gguf"))
-          ? "gguf"
-          : "other";
-    return {
-      modelRef,
-      local_path: path,
-      format,
-      quantization: detectQuant(basename(path)),
-      metadata: { source: "file" },
-      files,
-    };
   }
 
   /** Throws 507 INSUFFICIENT_DISK when `needed` + margin does not fit. */

@@ -1,0 +1,140 @@
+/**
+ * Rebuilding a fresh catalog from the models dir (the HF cache layout) after a damaged models.db
+ * was moved aside. No network, no hashing: a blob in the cache was verified before it was renamed
+ * into place (by us or by the hf CLI), so a stat of each file is enough.
+ *
+ * What can be known from disk alone is registered: every complete GGUF model (one file, or a
+ * complete split set) of every snapshot, under its exact-file ref `hf:<org>/<repo>/<path>` at each
+ * revision whose refs/<revision> names that snapshot (the commit itself when no ref does).
+ * What cannot be known is left out: which ref a model was asked for (`hf:org/repo` or
+ * `hf:org/repo:Q4_K_M` depend on the hub's file list), safetensors sets, and `file:` models. Those
+ * return on their next download or spawn request, with the blobs already on disk reused.
+ */
+import { readFileSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import type { ModelCatalog } from "../model-catalog/catalog.ts";
+import { parseModelRef } from "../model-catalog/model-ref.ts";
+import { errorMessage } from "../shared/errors.ts";
+import type { Logger } from "../shared/logger.ts";
+import { silentLogger } from "../shared/logger.ts";
+import { HfCacheRepo } from "./hf-cache.ts";
+import type { RemoteFile } from "./hub-client.ts";
+import { selectFiles, type Selection } from "./select.ts";
+
+const COMMIT = /^[0-9a-f]{40}$/;
+
+/** Register what the cache holds; returns the registered refs (`ref` or `ref@revision`), sorted. */
+export function rebuildCatalogFromCache(catalog: ModelCatalog, modelsDir: string, logger: Logger = silentLogger): string[] {
+  const registered: string[] = [];
+  for (const repo of cachedRepos(modelsDir)) {
+    let cache: HfCacheRepo;
+    try {
+      cache = new HfCacheRepo(modelsDir, repo);
+    } catch {
+      continue;
+    }
+    const revisionsOf = refsByCommit(cache.refsDir);
+    for (const commit of listDir(cache.snapshotsDir).filter((c) => COMMIT.test(c))) {
+      const files = cache.snapshotFiles(commit) ?? [];
+      for (const selection of ggufModels(repo, files)) {
+        const modelRef = `hf:${repo}/${selection.primary}`;
+        try {
+          parseModelRef(modelRef); // a file name no model_ref can spell is skipped
+        } catch {
+          continue;
+        }
+        for (const revision of revisionsOf.get(commit) ?? [commit]) {
+          try {
+            catalog.register({
+              modelRef,
+              revision,
+              commit,
+              local_path: cache.snapshotPath(commit, selection.primary!),
+              format: selection.format,
+              quantization: selection.quantization,
+              files: selection.files.map((f) => ({
+                path: f.path,
+                local_path: cache.snapshotPath(commit, f.path),
+                size_bytes: f.size,
+                sha256: f.sha256,
+                git_oid: f.gitOid,
+                blob_path: cache.blobPath(f.etag),
+              })),
+              metadata: { repo, selected_by: "file", primary_file: selection.primary, rebuilt: true },
+            });
+            registered.push(revision === "main" ? modelRef : `${modelRef}@${revision}`);
+          } catch (e) {
+            logger.warn("could not re-register a cached model", { model_ref: modelRef, revision, error: errorMessage(e) });
+          }
+        }
+      }
+    }
+  }
+  return registered.sort();
+}
+
+/** `models--{org}--{repo}` folders (org and repo never contain "--"). */
+function cachedRepos(modelsDir: string): string[] {
+  const out: string[] = [];
+  for (const name of listDir(modelsDir)) {
+    const parts = name.split("--");
+    if (parts.length === 3 && parts[0] === "models" && parts[1] && parts[2]) out.push(`${parts[1]}/${parts[2]}`);
+  }
+  return out;
+}
+
+/** commit → the revisions (branch/tag names, possibly with '/') whose ref file names it. */
+function refsByCommit(refsDir: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const walk = (dir: string, prefix: string, depth: number) => {
+    if (depth > 8) return;
+    for (const name of listDir(dir)) {
+      const full = join(dir, name);
+      const revision = prefix ? `${prefix}/${name}` : name;
+      try {
+        if (statSync(full).isDirectory()) {
+          walk(full, revision, depth + 1);
+          continue;
+        }
+      } catch {
+        continue;
+      }
+      const commit = readCommit(full);
+      if (commit) out.set(commit, [...(out.get(commit) ?? []), revision].sort());
+    }
+  };
+  walk(refsDir, "", 0);
+  return out;
+}
+
+function readCommit(path: string): string | null {
+  try {
+    const v = readFileSync(path, "utf8").trim();
+    return COMMIT.test(v) ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Each complete GGUF model of a snapshot, as the exact-file selection would pick it. */
+function ggufModels(repo: string, files: RemoteFile[]): Selection[] {
+  const byPrimary = new Map<string, Selection>();
+  for (const f of files) {
+    if (!f.path.toLowerCase().endsWith(".gguf")) continue;
+    try {
+      const s = selectFiles(repo, { kind: "file", path: f.path }, files, []);
+      if (s.primary) byPrimary.set(s.primary, s);
+    } catch {
+      // an incomplete split set: not a model yet
+    }
+  }
+  return [...byPrimary.values()];
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+}
