@@ -1,3 +1,4 @@
+import { parseArgs } from "node:util";
 import { EXIT_USAGE } from "./exit-codes.ts";
 
 /**
@@ -44,65 +45,61 @@ Options:
 HTTP API: GET /openapi on the running daemon is the reference (GET /openapi/json the OpenAPI spec).`;
 
 const err = (message: string): CliCommand => ({ kind: "error", message, exitCode: EXIT_USAGE });
+const unknownOption = (name: string) =>
+  err(`rbee-hive: unknown option "${name}"; the hive is daemon-only and driven over its HTTP API (see --help)`);
+
+const OPTIONS = {
+  addr: { type: "string" },
+  port: { type: "string" },
+  config: { type: "string" },
+  "data-dir": { type: "string" },
+  "models-dir": { type: "string" },
+  "log-format": { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
 
 export function parseCli(argv: string[]): CliCommand {
-  const args = [...argv];
-  if (args[0] === "daemon") args.shift();
+  const args = argv[0] === "daemon" ? argv.slice(1) : argv;
+  let parsed: ReturnType<typeof parseArgs<{ args: string[]; options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
+  try {
+    parsed = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    // parseArgs names the option in its message ('--addr <value>', '-h, --help'); ours stay short and stable.
+    const message = (e as Error).message;
+    const name = /'(?:-\w, )?(--?[\w-]+)/.exec(message)?.[1] ?? "?";
+    if ((e as { code?: string }).code !== "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") return unknownOption(name);
+    return err(message.includes("does not take an argument") ? `rbee-hive: ${name} takes no value` : `rbee-hive: ${name} needs a value (see --help)`);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
+  if (positionals.length > 0) {
+    const word = positionals[0]!;
+    const hint = REMOVED_SUBCOMMANDS[word];
+    return err(
+      hint
+        ? `rbee-hive: the "${word}" command was removed; the hive is daemon-only: ${hint}`
+        : `rbee-hive: unknown command "${word}"; the hive is daemon-only and driven over its HTTP API (see --help)`,
+    );
+  }
+  for (const [name, value] of Object.entries(values)) {
+    if (value === "") return err(`rbee-hive: --${name} needs a value (see --help)`);
+  }
   const flags: CliFlags = {};
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    if (arg === "--help" || arg === "-h") return { kind: "help" };
-    if (arg === "--version" || arg === "-V") return { kind: "version" };
-    if (!arg.startsWith("-")) {
-      const hint = REMOVED_SUBCOMMANDS[arg];
-      return err(
-        hint
-          ? `rbee-hive: the "${arg}" command was removed; the hive is daemon-only: ${hint}`
-          : `rbee-hive: unknown command "${arg}"; the hive is daemon-only and driven over its HTTP API (see --help)`,
-      );
-    }
-    const eq = arg.indexOf("=");
-    const name = eq > 0 ? arg.slice(0, eq) : arg;
-    const takeValue = (): string | undefined => {
-      if (eq > 0) return arg.slice(eq + 1);
-      const v = args[i + 1];
-      if (v === undefined || v.startsWith("--")) return undefined;
-      i++;
-      return v;
-    };
-    const value = takeValue();
-    if (value === undefined || value === "") {
-      if (["--addr", "--port", "--config", "--data-dir", "--models-dir", "--log-format"].includes(name)) {
-        return err(`rbee-hive: ${name} needs a value (see --help)`);
-      }
-      return err(`rbee-hive: unknown option "${name}"; the hive is daemon-only and driven over its HTTP API (see --help)`);
-    }
-    switch (name) {
-      case "--addr":
-        flags.addr = value;
-        break;
-      case "--port": {
-        const port = Number(value);
-        if (!Number.isInteger(port) || port < 1 || port > 65535) return err(`rbee-hive: --port must be 1..65535, got "${value}"`);
-        flags.port = port;
-        break;
-      }
-      case "--config":
-        flags.config = value;
-        break;
-      case "--data-dir":
-        flags.dataDir = value;
-        break;
-      case "--models-dir":
-        flags.modelsDir = value;
-        break;
-      case "--log-format":
-        if (value !== "pretty" && value !== "json") return err(`rbee-hive: --log-format must be pretty or json, got "${value}"`);
-        flags.logFormat = value;
-        break;
-      default:
-        return err(`rbee-hive: unknown option "${name}"; the hive is daemon-only and driven over its HTTP API (see --help)`);
-    }
+  if (values.addr !== undefined) flags.addr = values.addr;
+  if (values.port !== undefined) {
+    const port = Number(values.port);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) return err(`rbee-hive: --port must be 1..65535, got "${values.port}"`);
+    flags.port = port;
+  }
+  if (values.config !== undefined) flags.config = values.config;
+  if (values["data-dir"] !== undefined) flags.dataDir = values["data-dir"];
+  if (values["models-dir"] !== undefined) flags.modelsDir = values["models-dir"];
+  const logFormat = values["log-format"];
+  if (logFormat !== undefined) {
+    if (logFormat !== "pretty" && logFormat !== "json") return err(`rbee-hive: --log-format must be pretty or json, got "${logFormat}"`);
+    flags.logFormat = logFormat;
   }
   return { kind: "run", flags };
 }
