@@ -9,10 +9,12 @@ import { isAbsolute, join, resolve } from "node:path";
 import { readFileSync } from "node:fs";
 import type { CliFlags } from "./cli.ts";
 import { bindPolicyViolation } from "./shared/auth-min.ts";
-import { DEFAULT_QUANT_PREFERENCE } from "./provisioner/select.ts";
 
-const Seconds = (description: string, minimum = 0) => t.Number({ minimum, description });
-const Port = t.Integer({ minimum: 1, maximum: 65535 });
+// Every default lives here, in the schema (`default:`): defaultConfig() is derived from it, the
+// README's key table is checked against it, and services receive values, never a second default.
+const Seconds = (default_: number, description: string, minimum = 0) => t.Number({ minimum, default: default_, description });
+const Port = (default_: number) => t.Integer({ minimum: 1, maximum: 65535, default: default_ });
+const Section = <T extends Parameters<typeof t.Object>[0]>(properties: T) => t.Object(properties, { additionalProperties: false, default: {} });
 
 export const WorkerProfileSchema = t.Object(
   {
@@ -29,113 +31,86 @@ export const WorkerProfileSchema = t.Object(
 );
 export type WorkerProfile = typeof WorkerProfileSchema.static;
 
+/** GGUF quantizations in the order a plain `hf:org/repo` picks them. */
+const QUANT_PREFERENCE = ["Q4_K_M", "Q4_0", "Q8_0", "Q5_K_M", "Q4_K_S", "Q5_0", "Q6_K", "Q3_K_M", "F16", "BF16"];
+
 export const HiveConfigSchema = t.Object(
   {
-    server: t.Object(
-      {
-        addr: t.String({ minLength: 1, description: "HOST:PORT to bind" }),
-        body_limit_bytes: t.Integer({ minimum: 1024 }),
-        log_format: t.Union([t.Literal("auto"), t.Literal("pretty"), t.Literal("json")]),
-        sse_keepalive_s: Seconds("comment line on idle SSE streams", 0.01),
-        events_buffer: t.Integer({ minimum: 1, description: "events kept for Last-Event-ID replay" }),
-      },
-      { additionalProperties: false },
-    ),
-    paths: t.Object(
-      {
-        data_dir: t.String({ minLength: 1 }),
-        models_dir: t.Optional(t.String({ minLength: 1 })),
-        allowed_model_roots: t.Array(t.String({ minLength: 1 })),
-      },
-      { additionalProperties: false },
-    ),
-    workers: t.Object(
-      {
-        binary: t.String({ description: "overrides the default profile's binary (RBEE_WORKER_BINARY)" }),
-        host: t.String({ minLength: 1, description: "host workers listen on (RBEE_WORKER_HOST)" }),
-        port_min: Port,
-        port_max: Port,
-        default_profile: t.String({ minLength: 1 }),
-        profiles: t.Record(t.String({ pattern: "^[A-Za-z0-9_-]+$" }), t.Partial(WorkerProfileSchema)),
-        loading_stall_timeout_s: Seconds("stop a loading worker that printed nothing for this long", 0.01),
-        loading_max_s: Seconds("hard cap on loading, output or not", 0.01),
-        ready_poll_interval_s: Seconds("/health poll after the ready callback", 0.001),
-        stop_grace_s: Seconds("SIGTERM → SIGKILL grace"),
-        silent: t.Boolean({ description: "do not echo worker output (RBEE_SILENT)" }),
-        log_ring_lines: t.Integer({ minimum: 10 }),
-        log_file_max_mb: t.Number({ exclusiveMinimum: 0, description: "a worker log over this size is rotated to .1 at the next start" }),
-        exited_retention_s: Seconds("how long the record of a gone worker stays readable"),
-      },
-      { additionalProperties: false },
-    ),
-    monitor: t.Object(
-      {
-        interval_s: Seconds("health check period", 0.01),
-        timeout_s: Seconds("per-check HTTP timeout", 0.01),
-        failure_threshold: t.Integer({ minimum: 1 }),
-        heartbeat_stale_s: Seconds("heartbeat age that marks a worker unhealthy", 0.01),
-        startup_grace_s: Seconds("no health checks this long after a worker became ready"),
-      },
-      { additionalProperties: false },
-    ),
-    idle: t.Object(
-      {
-        check_interval_s: Seconds("reserved for the idle stop", 0.01),
-        timeout_s: Seconds("reserved for the idle stop; 0 = never"),
-      },
-      { additionalProperties: false },
-    ),
-    restart: t.Object(
-      {
-        enabled: t.Boolean(),
-        max_attempts: t.Integer({ minimum: 0 }),
-        window_s: Seconds("window of max_attempts", 0.01),
-        base_backoff_s: Seconds("first backoff"),
-        max_backoff_s: Seconds("backoff cap"),
-        jitter: t.Number({ minimum: 0, maximum: 1 }),
-        reset_after_s: Seconds("healthy running time that resets the counters"),
-        breaker_failures: t.Integer({ minimum: 1 }),
-        breaker_window_s: Seconds("window of breaker_failures", 0.01),
-        max_load_failures: t.Integer({ minimum: 0, description: "consecutive load failures after which no restart" }),
-      },
-      { additionalProperties: false },
-    ),
-    shutdown: t.Object(
-      {
-        worker_grace_s: Seconds("per worker SIGTERM → SIGKILL"),
-        total_timeout_s: Seconds("bound on the whole shutdown", 0.01),
-      },
-      { additionalProperties: false },
-    ),
-    downloads: t.Object(
-      {
-        hf_endpoint: t.String({ pattern: "^https?://" }),
-        quant_preference: t.Array(t.String({ minLength: 1 }), { minItems: 1 }),
-        part_size_mb: t.Number({ exclusiveMinimum: 0 }),
-        parallel_parts: t.Integer({ minimum: 1, maximum: 64 }),
-        max_retries: t.Integer({ minimum: 0 }),
-        stall_timeout_s: Seconds("abort and retry a part that received nothing this long", 0.01),
-        disk_margin_mb: t.Number({ minimum: 0 }),
-        finished_ttl_s: Seconds("finished downloads stay answerable this long"),
-        progress_interval_s: Seconds("progress event throttle", 0.001),
-      },
-      { additionalProperties: false },
-    ),
-    queen: t.Object(
-      {
-        callback_url: t.String({ description: "QUEEN_CALLBACK_URL; empty = no forwarding" }),
-        hive_id: t.String(),
-        heartbeat_interval_s: Seconds("hive → queen heartbeat", 0.01),
-      },
-      { additionalProperties: false },
-    ),
-    audit: t.Object(
-      {
-        mode: t.Union([t.Literal("off"), t.Literal("local")]),
-        dir: t.String(),
-      },
-      { additionalProperties: false },
-    ),
+    server: Section({
+      addr: t.String({ minLength: 1, default: "127.0.0.1:9200", description: "HOST:PORT to bind" }),
+      body_limit_bytes: t.Integer({ minimum: 1024, default: 1024 * 1024 }),
+      log_format: t.Union([t.Literal("auto"), t.Literal("pretty"), t.Literal("json")], { default: "auto" }),
+      sse_keepalive_s: Seconds(10, "comment line on idle SSE streams", 0.01),
+      events_buffer: t.Integer({ minimum: 1, default: 1000, description: "events kept for Last-Event-ID replay" }),
+    }),
+    paths: Section({
+      data_dir: t.String({ minLength: 1, default: "~/.rbee" }),
+      models_dir: t.Optional(t.String({ minLength: 1, description: "default <data_dir>/models" })),
+      allowed_model_roots: t.Array(t.String({ minLength: 1 }), { default: [] }),
+    }),
+    workers: Section({
+      binary: t.String({ default: "", description: "overrides the default profile's binary (RBEE_WORKER_BINARY)" }),
+      host: t.String({ minLength: 1, default: "127.0.0.1", description: "host workers listen on (RBEE_WORKER_HOST)" }),
+      port_min: Port(8081),
+      port_max: Port(9000),
+      default_profile: t.String({ minLength: 1, default: "llm-worker-rbee" }),
+      profiles: t.Record(t.String({ pattern: "^[A-Za-z0-9_-]+$" }), t.Partial(WorkerProfileSchema), { default: {} }),
+      loading_stall_timeout_s: Seconds(300, "stop a loading worker that printed nothing for this long", 0.01),
+      loading_max_s: Seconds(1800, "hard cap on loading, output or not", 0.01),
+      ready_poll_interval_s: Seconds(0.05, "/health poll after the ready callback", 0.001),
+      stop_grace_s: Seconds(10, "SIGTERM → SIGKILL grace"),
+      silent: t.Boolean({ default: false, description: "do not echo worker output (RBEE_SILENT)" }),
+      log_ring_lines: t.Integer({ minimum: 10, default: 500 }),
+      log_file_max_mb: t.Number({ exclusiveMinimum: 0, default: 16, description: "a worker log over this size is rotated to .1 at the next start" }),
+      exited_retention_s: Seconds(600, "how long the record of a gone worker stays readable"),
+    }),
+    monitor: Section({
+      interval_s: Seconds(5, "health check period", 0.01),
+      timeout_s: Seconds(5, "per-check HTTP timeout", 0.01),
+      failure_threshold: t.Integer({ minimum: 1, default: 3 }),
+      heartbeat_stale_s: Seconds(60, "heartbeat age that marks a worker unhealthy", 0.01),
+      startup_grace_s: Seconds(0, "no health checks this long after a worker became ready"),
+    }),
+    idle: Section({
+      check_interval_s: Seconds(60, "reserved for the idle stop", 0.01),
+      timeout_s: Seconds(300, "reserved for the idle stop; 0 = never"),
+    }),
+    restart: Section({
+      enabled: t.Boolean({ default: true }),
+      max_attempts: t.Integer({ minimum: 0, default: 3 }),
+      window_s: Seconds(300, "window of max_attempts", 0.01),
+      base_backoff_s: Seconds(1, "first backoff"),
+      max_backoff_s: Seconds(60, "backoff cap"),
+      jitter: t.Number({ minimum: 0, maximum: 1, default: 0.2 }),
+      reset_after_s: Seconds(300, "healthy running time that resets the counters"),
+      breaker_failures: t.Integer({ minimum: 1, default: 5 }),
+      breaker_window_s: Seconds(300, "window of breaker_failures", 0.01),
+      max_load_failures: t.Integer({ minimum: 0, default: 2, description: "consecutive load failures after which no restart" }),
+    }),
+    shutdown: Section({
+      worker_grace_s: Seconds(10, "per worker SIGTERM → SIGKILL"),
+      total_timeout_s: Seconds(30, "bound on the whole shutdown", 0.01),
+    }),
+    downloads: Section({
+      hf_endpoint: t.String({ pattern: "^https?://", default: "https://huggingface.co" }),
+      quant_preference: t.Array(t.String({ minLength: 1 }), { minItems: 1, default: QUANT_PREFERENCE }),
+      part_size_mb: t.Number({ exclusiveMinimum: 0, default: 64 }),
+      parallel_parts: t.Integer({ minimum: 1, maximum: 64, default: 8 }),
+      max_retries: t.Integer({ minimum: 0, default: 6 }),
+      stall_timeout_s: Seconds(30, "abort and retry a part that received nothing this long", 0.01),
+      disk_margin_mb: t.Number({ minimum: 0, default: 1024 }),
+      finished_ttl_s: Seconds(600, "finished downloads stay answerable this long"),
+      progress_interval_s: Seconds(0.1, "progress event throttle", 0.001),
+    }),
+    queen: Section({
+      callback_url: t.String({ default: "", description: "QUEEN_CALLBACK_URL; empty = no forwarding" }),
+      hive_id: t.String({ default: "" }),
+      heartbeat_interval_s: Seconds(15, "hive → queen heartbeat", 0.01),
+    }),
+    audit: Section({
+      mode: t.Union([t.Literal("off"), t.Literal("local")], { default: "off" }),
+      dir: t.String({ default: "" }),
+    }),
   },
   { additionalProperties: false },
 );
@@ -156,55 +131,11 @@ export const DEFAULT_WORKER_PROFILE: WorkerProfile = {
   env: {},
 };
 
+/** The configuration with nothing set: the schema's defaults (`~` in paths stands for `home`). */
 export function defaultConfig(home = homedir()): HiveConfig {
-  return {
-    server: { addr: "127.0.0.1:9200", body_limit_bytes: 1024 * 1024, log_format: "auto", sse_keepalive_s: 10, events_buffer: 1000 },
-    paths: { data_dir: join(home, ".rbee"), allowed_model_roots: [] },
-    workers: {
-      binary: "",
-      host: "127.0.0.1",
-      port_min: 8081,
-      port_max: 9000,
-      default_profile: "llm-worker-rbee",
-      profiles: {},
-      loading_stall_timeout_s: 300,
-      loading_max_s: 1800,
-      ready_poll_interval_s: 0.05,
-      stop_grace_s: 10,
-      silent: false,
-      log_ring_lines: 500,
-      log_file_max_mb: 16,
-      exited_retention_s: 600,
-    },
-    monitor: { interval_s: 5, timeout_s: 5, failure_threshold: 3, heartbeat_stale_s: 60, startup_grace_s: 0 },
-    idle: { check_interval_s: 60, timeout_s: 300 },
-    restart: {
-      enabled: true,
-      max_attempts: 3,
-      window_s: 300,
-      base_backoff_s: 1,
-      max_backoff_s: 60,
-      jitter: 0.2,
-      reset_after_s: 300,
-      breaker_failures: 5,
-      breaker_window_s: 300,
-      max_load_failures: 2,
-    },
-    shutdown: { worker_grace_s: 10, total_timeout_s: 30 },
-    downloads: {
-      hf_endpoint: "https://huggingface.co",
-      quant_preference: [...DEFAULT_QUANT_PREFERENCE],
-      part_size_mb: 64,
-      parallel_parts: 8,
-      max_retries: 6,
-      stall_timeout_s: 30,
-      disk_margin_mb: 1024,
-      finished_ttl_s: 600,
-      progress_interval_s: 0.1,
-    },
-    queen: { callback_url: "", hive_id: "", heartbeat_interval_s: 15 },
-    audit: { mode: "off", dir: "" },
-  };
+  const config = Value.Default(HiveConfigSchema, {}) as HiveConfig;
+  config.paths.data_dir = expandHome(config.paths.data_dir, home);
+  return structuredClone(config);
 }
 
 export class ConfigError extends Error {

@@ -1,0 +1,18 @@
+/** The README's table of config keys is the schema's: same keys, same defaults. */
+import { expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { defaultConfig } from "../src/config.ts";
+import { ROOT } from "./helpers.ts";
+
+test("every key and default in the README's hive.toml block matches the config schema", () => {
+  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+  const start = readme.indexOf("Every key and its default");
+  const block = /```toml\n([\s\S]*?)```/.exec(readme.slice(start))?.[1];
+  expect(block).toBeDefined();
+  const documented = Bun.TOML.parse(block!) as Record<string, unknown>;
+  const actual = defaultConfig("~") as unknown as Record<string, Record<string, unknown>>;
+  actual.paths!.data_dir = "~/.rbee";
+  actual.workers!.profiles = undefined; // documented as a comment: profiles have their own section
+  expect(JSON.parse(JSON.stringify(documented))).toEqual(JSON.parse(JSON.stringify(actual)));
+});
