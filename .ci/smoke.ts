@@ -1,13 +1,17 @@
 /**
  * Smoke run of the compiled binary, from `/` (it must not depend on the working directory):
  * --version, /v1/health, an hf: model downloaded from the fake hub and served by a fake worker
- * spawned by the binary, then SIGTERM → exit 0 with no worker left.
+ * spawned by the binary, then SIGTERM → exit 0 with no worker left (not the worker, not anything
+ * in its process group).
  *   bun .ci/smoke.ts <path to binary>
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { FakeHub } from "../test/fixtures/fake-hub.ts";
+
+/** SIGTERM → exit is bounded by shutdown.total_timeout_s (30 s by default); this is the hang guard. */
+const EXIT_GUARD_MS = 45_000;
 
 const bin = resolve(process.argv[2] ?? "");
 const fakeWorker = resolve(import.meta.dir, "../test/fixtures/fake-worker.ts");
@@ -17,8 +21,33 @@ const check = (ok: boolean, what: string) => {
   if (!ok) failures.push(what);
 };
 
+/** Members of process group `pgid` that are alive and not zombies (from /proc). */
+function groupMembers(pgid: number): number[] {
+  const members: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // rest[0] = state, rest[2] = pgrp
+      if (Number(rest[2]) === pgid && rest[0] !== "Z") members.push(Number(entry));
+    } catch {
+      // gone while we looked
+    }
+  }
+  return members;
+}
+
+function killGroup(pgid: number): void {
+  if (pgid <= 1) return;
+  try {
+    process.kill(-pgid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
+
 const version = Bun.spawnSync([bin, "--version"], { cwd: "/" });
-check(version.exitCode === 0 && /^rbee-hive \d+\.\d+\.\d+/.test(version.stdout.toString()), `--version: ${version.stdout.toString().trim()}`);
+check(version.exitCode === 0 && /^rbee-hive \d+\.\d+\.\d+\n$/.test(version.stdout.toString()), `--version: ${version.stdout.toString().trim()}`);
 
 const hub = await FakeHub.start({});
 hub.addRepo({ id: "smoke/tiny-GGUF", files: [{ path: "tiny.Q4_K_M.gguf", size: 2_000_000, seed: 1 }] });
@@ -35,6 +64,20 @@ const daemon = Bun.spawn([bin, "daemon", "--addr", `127.0.0.1:${port}`, "--log-f
 const base = `http://127.0.0.1:${port}`;
 const getJson = async (path: string) => (await fetch(base + path)).json() as Promise<any>;
 let workerPid = 0;
+
+/** Leave nothing behind, however this run ends (an interrupted CI job included). */
+function cleanupNow(): void {
+  daemon.kill("SIGKILL");
+  if (workerPid) killGroup(workerPid);
+  rmSync(dataDir, { recursive: true, force: true });
+}
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    cleanupNow();
+    process.exit(130);
+  });
+}
+
 try {
   let health: any = null;
   for (let i = 0; i < 100 && !health; i++) {
@@ -56,22 +99,21 @@ try {
     if (worker.state === "idle" || worker.phase === "exited") break;
     await Bun.sleep(50);
   }
-  workerPid = worker?.pid ?? 0;
+  workerPid = typeof worker?.pid === "number" ? worker.pid : 0;
   check(worker?.state === "idle", `model downloaded, worker idle (phase ${worker?.phase}, ${worker?.last_exit?.message ?? "no exit"})`);
+  check(workerPid > 1 && groupMembers(workerPid).includes(workerPid), `worker process ${workerPid} runs, leading its own process group`);
   const models = await getJson("/v1/models");
   check(models.models?.[0]?.size_bytes === 2_000_000, "catalog holds the downloaded model");
 } finally {
   daemon.kill("SIGTERM");
-  const code = await daemon.exited;
-  check(code === 0, `exit status after SIGTERM: ${code}`);
-  let alive = false;
-  try {
-    if (workerPid) process.kill(workerPid, 0);
-    alive = workerPid !== 0;
-  } catch {}
-  check(!alive, "no worker left behind");
+  const code = await Promise.race([daemon.exited, Bun.sleep(EXIT_GUARD_MS).then(() => "no exit" as const)]);
+  if (code === "no exit") daemon.kill("SIGKILL");
+  check(code === 0, `exit status after SIGTERM: ${code === "no exit" ? `none within ${EXIT_GUARD_MS / 1000} s (SIGKILLed)` : code}`);
+  // Without a known worker there is nothing to prove: that is a failure, not a pass.
+  const left = workerPid ? groupMembers(workerPid) : null;
+  check(left !== null && left.length === 0, `no worker left behind (${left === null ? "no worker pid was seen" : `group ${workerPid}: ${left.length ? left.join(", ") : "empty"}`})`);
   if (failures.length) console.log(await new Response(daemon.stderr).text());
   await hub.stop();
-  rmSync(dataDir, { recursive: true, force: true });
+  cleanupNow();
 }
 process.exit(failures.length ? 1 : 0);

@@ -203,6 +203,7 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
 
   // Teardown order: stop accepting (open streams end through shutdown.signal), stop the monitor so
   // nothing is restarted, stop every worker in parallel, then close storage.
+  shutdown.signal.addEventListener("abort", () => lifecycle.beginShutdown(), { once: true });
   shutdown.register("http server", async () => {
     const graceful = server.stop(false);
     const timeout = Bun.sleep(1000).then(() => "timeout" as const);

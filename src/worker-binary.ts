@@ -3,7 +3,7 @@
  * llm-worker-rbee binary) RBEE_WORKER_BINARY / `[workers] binary`, then beside the hive
  * executable, then PATH. A missing binary is a clear 500 naming every place looked at.
  */
-import { accessSync, constants, existsSync, statSync } from "node:fs";
+import { accessSync, constants, statSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_WORKER_PROFILE } from "./config.ts";
 import { HiveError } from "./shared/errors.ts";
@@ -36,7 +36,7 @@ export function resolveWorkerBinary({ profileName, binary, configuredBinary, exe
     if (usable(configuredBinary)) return configuredBinary;
   } else {
     const beside = join(execDir, binary);
-    if (existsSync(beside) && usable(beside)) return beside;
+    if (usable(beside)) return beside;
     const onPath = Bun.which(binary);
     if (onPath) return onPath;
     tried.push(`${binary} on PATH`);

@@ -544,9 +544,21 @@ export class WorkerLifecycleManager {
     return { url: `${localUrl(w.port)}${entry.profile.health_path}`, healthyStatus: entry.profile.healthy_status };
   }
 
+  /**
+   * Shutdown has begun: refuse spawns and restarts from now on, before the listener closes, so a
+   * worker that dies during the first teardown steps is not brought back. Pending restarts are dropped.
+   */
+  beginShutdown(): void {
+    this.shuttingDown = true;
+    for (const entry of this.entries.values()) {
+      if (entry.restartTimer) this.d.clock.clearTimeout(entry.restartTimer);
+      entry.restartTimer = null;
+    }
+  }
+
   /** Shutdown: no more spawns or restarts; every worker stopped in parallel. */
   async stopAll(graceMs: number): Promise<void> {
-    this.shuttingDown = true;
+    this.beginShutdown();
     await Promise.all([...this.entries.keys()].map((id) => this.stop(id, graceMs).catch(() => {})));
   }
 

@@ -1,4 +1,5 @@
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
 import {
   bindPolicyViolation,
   checkBearer,
@@ -8,7 +9,7 @@ import {
 } from "../src/shared/auth-min.ts";
 import { createApp } from "../src/app.ts";
 import { serve, type HiveServer } from "../src/server.ts";
-import { defaultConfig, memoryLogger, MAIN, tempDir } from "./helpers.ts";
+import { defaultConfig, exitWithin, freePort, memoryLogger, MAIN, tempDir, waitFor } from "./helpers.ts";
 
 const TOKEN = "s3cret-token-0123456789";
 
@@ -28,7 +29,7 @@ describe("auth-min", () => {
     expect(tokensEqual(TOKEN, TOKEN)).toBe(true);
     expect(tokensEqual(TOKEN, TOKEN + "x")).toBe(false);
     expect(tokensEqual("", TOKEN)).toBe(false);
-    expect(tokenFingerprint(TOKEN)).toMatch(/^token:[0-9a-f]{6}$/);
+    expect(tokenFingerprint(TOKEN)).toBe(`token:${new Bun.CryptoHasher("sha256").update(TOKEN).digest("hex").slice(0, 6)}`);
     expect(tokenFingerprint(TOKEN)).not.toContain(TOKEN.slice(0, 6));
     expect(checkBearer(`Bearer ${TOKEN}`, TOKEN).ok).toBe(true);
     expect(checkBearer("Bearer nope", TOKEN)).toMatchObject({ ok: false, error: { code: "INVALID_API_KEY" } });
@@ -39,8 +40,13 @@ describe("auth-min", () => {
     expect(bindPolicyViolation("127.0.0.1", undefined)).toBeNull();
     expect(bindPolicyViolation("::1", undefined)).toBeNull();
     expect(bindPolicyViolation("localhost", undefined)).toBeNull();
-    expect(bindPolicyViolation("0.0.0.0", undefined)).toMatch(/LLORCH_API_TOKEN/);
-    expect(bindPolicyViolation("0.0.0.0", "short")).toMatch(/at least 16/);
+    expect(bindPolicyViolation("0.0.0.0", undefined)).toBe(
+      "refusing to bind 0.0.0.0: a non-loopback address needs LLORCH_API_TOKEN (at least 16 characters); bind 127.0.0.1 or set a token",
+    );
+    expect(bindPolicyViolation("0.0.0.0", "short")).toBe(
+      "refusing to bind 0.0.0.0: LLORCH_API_TOKEN is 5 characters, at least 16 are required for a non-loopback bind",
+    );
+    expect(bindPolicyViolation("0.0.0.0", "x".repeat(16))).toBeNull();
     expect(bindPolicyViolation("10.1.2.3", TOKEN)).toBeNull();
   });
 });
@@ -107,33 +113,56 @@ describe("auth on a protected route", () => {
 });
 
 describe("bind policy at startup", () => {
-  test("0.0.0.0 without a token refuses to start with a clear message", async () => {
-    const d = tempDir();
-    try {
-      const proc = Bun.spawn([process.execPath, MAIN, "daemon", "--addr", "0.0.0.0:0"], {
-        env: { ...process.env, RBEE_DATA_DIR: d.path, LLORCH_API_TOKEN: "" },
-        stdout: "pipe",
-        stderr: "pipe",
-      });
-      expect(await proc.exited).toBe(1);
-      expect(await new Response(proc.stderr).text()).toContain("needs LLORCH_API_TOKEN");
-    } finally {
-      d.cleanup();
-    }
+  const procs: Subprocess[] = [];
+  const dirs: Array<() => void> = [];
+  // A daemon that wrongly started on 0.0.0.0 must not outlive its test.
+  afterEach(() => {
+    for (const p of procs.splice(0)) p.kill("SIGKILL");
+    for (const c of dirs.splice(0)) c();
   });
 
-  test("0.0.0.0 with a short token refuses too", async () => {
+  function daemon(addr: string, token: string) {
     const d = tempDir();
-    try {
-      const proc = Bun.spawn([process.execPath, MAIN, "--addr", "0.0.0.0:0"], {
-        env: { ...process.env, RBEE_DATA_DIR: d.path, LLORCH_API_TOKEN: "short" },
-        stdout: "pipe",
-        stderr: "pipe",
-      });
-      expect(await proc.exited).toBe(1);
-      expect(await new Response(proc.stderr).text()).toContain("at least 16");
-    } finally {
-      d.cleanup();
-    }
+    dirs.push(d.cleanup);
+    const proc = Bun.spawn([process.execPath, MAIN, "daemon", "--addr", addr, "--log-format", "json"], {
+      env: { ...process.env, RBEE_DATA_DIR: d.path, LLORCH_API_TOKEN: token },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    procs.push(proc);
+    return proc;
+  }
+
+  test("0.0.0.0 without a token refuses to start with a clear message", async () => {
+    const proc = daemon("0.0.0.0:0", "");
+    expect(await exitWithin(proc, 10_000, "daemon on 0.0.0.0 without a token")).toBe(2); // a configuration error (README "Exit codes")
+    expect(await new Response(proc.stderr).text()).toBe(
+      "rbee-hive: refusing to bind 0.0.0.0: a non-loopback address needs LLORCH_API_TOKEN (at least 16 characters); bind 127.0.0.1 or set a token\n",
+    );
+  });
+
+  test("0.0.0.0 with a token one character short refuses too", async () => {
+    const proc = daemon("0.0.0.0:0", "x".repeat(15));
+    expect(await exitWithin(proc, 10_000, "daemon on 0.0.0.0 with a short token")).toBe(2);
+    expect(await new Response(proc.stderr).text()).toBe(
+      "rbee-hive: refusing to bind 0.0.0.0: LLORCH_API_TOKEN is 15 characters, at least 16 are required for a non-loopback bind\n",
+    );
+  });
+
+  test("0.0.0.0 with a token of 16 characters starts, and asks for it", async () => {
+    const token = "0123456789abcdef";
+    const port = freePort();
+    const proc = daemon(`0.0.0.0:${port}`, token);
+    const base = `http://127.0.0.1:${port}`;
+    await waitFor(() => fetch(`${base}/v1/health`).then((r) => r.ok, () => false), { what: "daemon on 0.0.0.0", timeoutMs: 10_000 });
+    expect((await fetch(`${base}/v1/workers/list`)).status).toBe(401);
+    const authed = await fetch(`${base}/v1/workers/list`, { headers: { authorization: `Bearer ${token}` } });
+    expect(await authed.json()).toEqual({ workers: [] });
+    proc.kill("SIGTERM");
+    expect(await exitWithin(proc, 10_000, "daemon after SIGTERM")).toBe(0);
+    const log = await new Response(proc.stderr).text();
+    const listening = log.split("\n").filter(Boolean).map((l) => JSON.parse(l)).find((l) => l.msg === "rbee-hive listening");
+    expect(listening).toMatchObject({ url: `http://0.0.0.0:${port}`, auth: tokenFingerprint(token), loopback: false });
+    expect(log).not.toContain(token);
   });
 });

@@ -79,7 +79,7 @@ async function readPid(file: string): Promise<number> {
 const script = (code: string) => [BUN, "-e", `const fs = require("node:fs"); ${code}`];
 
 describe("exit notification", () => {
-  test("exited resolves right after the child exits, with code and stderr tail", async () => {
+  test("exited resolves when the child exits, with code and stderr tail (how fast: bench/lifecycle.ts)", async () => {
     const child = spawn({
       id: "quick",
       command: script(`
@@ -94,8 +94,9 @@ describe("exit notification", () => {
     expect(last).toMatch(/^last \d+$/);
     const printedAt = Number(last.split(" ")[1]);
     expect(exit).toEqual({ code: 7, signal: null, requested: false, at: exit.at });
-    expect(exit.at - printedAt).toBeLessThan(100);
-    expect(resolvedAt - printedAt).toBeLessThan(100);
+    // Seen after the child's last line and before exited resolved: the exit time is the exit's.
+    expect(exit.at).toBeGreaterThanOrEqual(printedAt);
+    expect(exit.at).toBeLessThanOrEqual(resolvedAt);
     expect(child.exit).toBe(exit);
     expect(child.tail(10, "stderr")).toEqual(["err-1", last]);
     expect(child.tail(10, "stdout")).toEqual(["hello"]);
@@ -123,11 +124,10 @@ describe("stop()", () => {
   test("a cooperative child exits on SIGTERM well before the grace; requested=true", async () => {
     const child = spawn({ id: "coop", command: [FAKE, ...FAKE_ARGS], env: { FAKE_WORKER_NO_CALLBACK: "1" } });
     await waitFor(() => child.tail(50).some((l) => l.includes("hanging")), 3000, "fake worker to hang");
-    const t0 = performance.now();
-    const exit = await child.stop(5000);
-    expect(performance.now() - t0).toBeLessThan(1000);
+    // A grace far beyond the test timeout: only a stop that ends at the child's own exit can pass.
+    const exit = await child.stop(600_000);
     expect(exit).toMatchObject({ code: 0, signal: null, requested: true });
-    expect(child.tail(5, "stdout").some((l) => l.includes("received SIGTERM, shutting down"))).toBe(true);
+    expect(child.tail(1, "stdout")[0]).toMatch(/^ *\d+\.\d{6}s  INFO received SIGTERM, shutting down$/);
   });
 
   test("a child ignoring SIGTERM is SIGKILLed after the grace; requested=true", async () => {
@@ -140,11 +140,9 @@ describe("stop()", () => {
     await waitFor(() => child.tail(50).some((l) => l.includes("Candle worker starting")), 3000, "fake worker start");
     const t0 = performance.now();
     const exit = await child.stop(300);
-    const took = performance.now() - t0;
-    expect(took).toBeGreaterThanOrEqual(290);
-    expect(took).toBeLessThan(1300);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(290); // the grace was given before the kill
     expect(exit).toMatchObject({ code: null, signal: "SIGKILL", requested: true });
-    expect(child.tail(10).some((l) => l.includes("ignoring"))).toBe(true);
+    expect(child.tail(1, "stdout")[0]).toMatch(/^ *\d+\.\d{6}s  INFO received SIGTERM, ignoring it \(FAKE_WORKER_IGNORE_SIGTERM\)$/);
   });
 
   test("is idempotent, and after a natural exit just returns the exit (requested=false)", async () => {
@@ -172,7 +170,7 @@ describe("process group", () => {
     const gpid = await readPid(pidFile);
     expect(isAlive(gpid)).toBe(true);
     await child.stop(1000);
-    await waitFor(() => !isAlive(gpid), 1000, "grandchild to die");
+    await waitFor(() => !isAlive(gpid), 5000, "grandchild to die");
   });
 
   test("a grandchild does not survive its parent crashing, and does not delay the exit notification", async () => {
@@ -181,11 +179,16 @@ describe("process group", () => {
     const child = fakeWithGrandchild("gc-crash", pidFile, { FAKE_WORKER_LOAD_MS: "150", FAKE_WORKER_FAIL_LOAD: "1" });
     const gpid = await readPid(pidFile);
     expect(isAlive(gpid)).toBe(true);
+    // The grandchild holds our stdout/stderr pipes open for 600 s: exited must not wait for their
+    // end (the per-test timeout is the hang guard; how fast it is: bench/lifecycle.ts).
     const exit = await child.exited;
-    expect(Date.now() - exit.at).toBeLessThan(100);
-    expect(exit).toMatchObject({ code: 3, requested: false });
-    expect(child.tail(5, "stderr").some((l) => l.includes("error: failed to load model"))).toBe(true);
-    await waitFor(() => !isAlive(gpid), 1000, "grandchild to die");
+    expect(exit).toMatchObject({ code: 3, signal: null, requested: false });
+    expect(child.tail(5, "stderr")).toEqual([
+      "error: failed to load model /models/x.gguf",
+      "error: failed to load model: GGUF header invalid (fake, FAKE_WORKER_FAIL_LOAD)",
+      expect.stringMatching(/^ +\d+\.\d{6}s ERROR Model loading failed$/),
+    ]);
+    await waitFor(() => !isAlive(gpid), 5000, "grandchild to die");
   });
 
   test("a grandchild does not survive a SIGKILL of its parent alone", async () => {
@@ -195,7 +198,7 @@ describe("process group", () => {
     process.kill(child.pid, "SIGKILL"); // only the leader, not the group
     const exit = await child.exited;
     expect(exit).toMatchObject({ signal: "SIGKILL", requested: false });
-    await waitFor(() => !isAlive(gpid), 1000, "grandchild to die");
+    await waitFor(() => !isAlive(gpid), 5000, "grandchild to die");
   });
 });
 
@@ -321,8 +324,7 @@ describe("binary checks", () => {
     expectNotFound(["llm-worker-rbee-definitely-not-on-path"], "llm-worker-rbee-definitely-not-on-path");
     expectNotFound(["./nope"], join(dir, "nope"), dir);
     expectNotFound([], "empty");
-    // Nothing was spawned and nothing throws later (an unhandled error would fail this test).
-    await Bun.sleep(50);
+    // Nothing was spawned (a later unhandled error would be reported by bun test and fail the run).
     expect(children).toHaveLength(0);
   });
 

@@ -241,7 +241,9 @@ describe("errors and file: refs", () => {
     tracker.subscribe(r.job.id, undefined, (ev) => events.push(ev));
     expect(events).toHaveLength(1);
     expect(events[0]!.data).toMatchObject({ stage: "error", code: "MODEL_NOT_FOUND" });
-    expect((events[0]!.data as { message: string }).message).toContain("nobody/nothing");
+    expect((events[0]!.data as { message: string }).message).toBe(
+      `repository nobody/nothing not found on ${hub.url} (if it is private, set HF_TOKEN to a token of an account that has access)`,
+    );
     expect(tracker.get(r.job.id)).toMatchObject({ state: "error", error: { code: "MODEL_NOT_FOUND" } });
   });
 
@@ -255,8 +257,18 @@ describe("errors and file: refs", () => {
   });
 
   test("invalid refs are refused before any job exists", async () => {
-    expect(await rejection(tracker.start("hf:org"))).toMatchObject({ status: 400, code: "INVALID_INPUT" });
-    expect(await rejection(tracker.start(REF, { revision: "../x" }))).toMatchObject({ status: 400 });
+    expect(await rejection(tracker.start("hf:org"))).toMatchObject({
+      status: 400,
+      code: "INVALID_INPUT",
+      message: 'model_ref "hf:org": expected "hf:<org>/<repo>", "hf:<org>/<repo>:<QUANT>" or "hf:<org>/<repo>/<file>"',
+      details: { field: "model_ref" },
+    });
+    expect(await rejection(tracker.start(REF, { revision: "../x" }))).toMatchObject({
+      status: 400,
+      code: "INVALID_INPUT",
+      message: `revision "../x" has an empty, '.' or '..' segment`,
+      details: { field: "revision" },
+    });
     expect(tracker.list()).toHaveLength(0);
   });
 
@@ -266,7 +278,12 @@ describe("errors and file: refs", () => {
     const r = await tracker.start(`file:${join(dir, "models", "local.Q4_0.gguf")}`);
     expect(r).toMatchObject({ cached: true, local_path: join(dir, "models", "local.Q4_0.gguf") });
     expect(catalog.get(`file:${join(dir, "models", "local.Q4_0.gguf")}`)).toMatchObject({ size_bytes: 5, format: "gguf", quantization: "Q4_0" });
-    expect(await rejection(tracker.start("file:/etc/passwd"))).toMatchObject({ status: 400 });
+    expect(await rejection(tracker.start("file:/etc/passwd"))).toMatchObject({
+      status: 400,
+      code: "INVALID_INPUT",
+      message: `model_ref "/etc/passwd" is outside the allowed model roots (${join(dir, "models")})`,
+      details: { field: "model_ref", roots: [join(dir, "models")] },
+    });
   });
 
   test("a revision is part of the job key and of the catalog key", async () => {

@@ -19,6 +19,8 @@ interface Receiver {
   readonly url: string;
   readonly requests: Received[];
   status: number;
+  /** Runs before each answer: the worker waits for it. */
+  onRequest?: (r: Received) => Promise<void> | void;
 }
 
 type Proc = Bun.Subprocess<"ignore", "pipe", "pipe">;
@@ -49,7 +51,9 @@ function receiver(status = 200): Receiver {
     hostname: "127.0.0.1",
     port: 0,
     fetch: async (req) => {
-      r.requests.push({ method: req.method, path: new URL(req.url).pathname, headers: req.headers, body: await req.text() });
+      const received = { method: req.method, path: new URL(req.url).pathname, headers: req.headers, body: await req.text() };
+      r.requests.push(received);
+      await r.onRequest?.(received);
       return Response.json({ message: "ok" }, { status: r.status });
     },
   });
@@ -249,12 +253,21 @@ describe("llm-worker-rbee mode", () => {
   test("SERVE_DELAY_MS: callback first, listening only later (upstream's race)", async () => {
     const hive = receiver();
     const port = freePort();
+    let refusedDuringCallback: boolean | undefined;
+    let answeredAt = 0;
+    // While the callback is being answered the worker is waiting for us: it cannot listen yet.
+    hive.onRequest = async (r) => {
+      if (r.path !== "/v1/workers/ready") return;
+      refusedDuringCallback = await fetch(`http://127.0.0.1:${port}/health`).then(
+        () => false,
+        () => true,
+      );
+      answeredAt = performance.now();
+    };
     start(llmArgs(port, `${hive.url}/v1/workers/ready`), { FAKE_WORKER_SERVE_DELAY_MS: "150" });
-    await waitFor(() => hive.requests.length >= 1, 3000, "callback");
-    const cbAt = performance.now();
-    await expect(fetch(`http://127.0.0.1:${port}/health`)).rejects.toThrow();
     expect((await waitListening(port)).status).toBe(200);
-    expect(performance.now() - cbAt).toBeGreaterThanOrEqual(100);
+    expect(refusedDuringCallback).toBe(true);
+    expect(performance.now() - answeredAt).toBeGreaterThanOrEqual(150); // and it waited the delay after it
   });
 
   test("CRASH_AFTER_MS → stderr lines and exit 1 after listening", async () => {
@@ -270,17 +283,25 @@ describe("llm-worker-rbee mode", () => {
     const hive = receiver();
     const p1 = freePort();
     start(llmArgs(p1, `${hive.url}/v1/workers/ready`), { FAKE_WORKER_UNHEALTHY_AFTER_MS: "80" });
+    const listenedAt = performance.now();
     expect((await waitListening(p1)).status).toBe(200);
-    await Bun.sleep(100);
-    const sick = await fetch(`http://127.0.0.1:${p1}/health`);
+    let sick = await fetch(`http://127.0.0.1:${p1}/health`);
+    while (sick.status === 200) sick = await fetch(`http://127.0.0.1:${p1}/health`);
+    expect(performance.now() - listenedAt).toBeGreaterThanOrEqual(80);
     expect(sick.status).toBe(500);
     expect(await sick.json()).toEqual({ status: "unhealthy", vram_bytes: 0 });
 
     const p2 = freePort();
     start(llmArgs(p2, `${hive.url}/v1/workers/ready`), { FAKE_WORKER_HEALTH_HANG_AFTER_MS: "50" });
     expect((await waitListening(p2)).status).toBe(200);
-    await Bun.sleep(70);
-    await expect(fetch(`http://127.0.0.1:${p2}/health`, { signal: AbortSignal.timeout(150) })).rejects.toThrow();
+    // Answers until 50 ms after listening, then never again: poll until one does not answer.
+    const answers = async (ms: number) =>
+      fetch(`http://127.0.0.1:${p2}/health`, { signal: AbortSignal.timeout(ms) }).then(
+        () => true,
+        (e: Error) => (e.name === "TimeoutError" ? false : Promise.reject(e)),
+      );
+    while (await answers(200)) await Bun.sleep(5);
+    expect(await answers(500)).toBe(false); // and it stays hung
 
     const p3 = freePort();
     start(llmArgs(p3, `${hive.url}/v1/workers/ready`), { FAKE_WORKER_HEALTH_DELAY_MS: "100" });
@@ -292,15 +313,19 @@ describe("llm-worker-rbee mode", () => {
 
   test("STOP_HEARTBEAT_AFTER_MS stops the heartbeats", async () => {
     const hive = receiver();
-    start(llmArgs(freePort(), `${hive.url}/v1/workers/ready`), {
+    // Beats every 10 ms, stops after 40 ms; the worker then lives on for 300 ms of its own time
+    // (CRASH_AFTER_MS) in which a broken stop would have sent about 30 more.
+    const w = start(llmArgs(freePort(), `${hive.url}/v1/workers/ready`), {
       FAKE_WORKER_HEARTBEAT_MS: "10",
       FAKE_WORKER_STOP_HEARTBEAT_AFTER_MS: "40",
+      FAKE_WORKER_CRASH_AFTER_MS: "300",
     });
-    await waitFor(() => hive.requests.length >= 3, 2000, "heartbeats");
-    await Bun.sleep(80);
-    const count = hive.requests.length;
-    await Bun.sleep(80);
-    expect(hive.requests.length).toBe(count);
+    expect(await w.proc.exited).toBe(1);
+    expect(await w.stdout).toMatch(/INFO heartbeats stopped \(FAKE_WORKER_STOP_HEARTBEAT_AFTER_MS\)\n/);
+    const sentAt = hive.requests.filter((r) => r.path.endsWith("/v1/heartbeat")).map((r) => Date.parse(JSON.parse(r.body).timestamp));
+    expect(sentAt.length).toBeGreaterThanOrEqual(2);
+    // Every beat was sent (by the worker's own clock) within the 40 ms after the first one (+1 ms rounding).
+    expect(sentAt.filter((t) => t - sentAt[0]! > 41)).toEqual([]);
   });
 });
 

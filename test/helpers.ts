@@ -1,6 +1,6 @@
 /** Shared test plumbing: temp dirs, free ports, an in-process hive on 127.0.0.1. */
 import { expect } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { HiveError } from "../src/shared/errors.ts";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -77,6 +77,49 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
+/** Members of a process group that are alive and not zombies (from /proc; Linux). */
+export function groupMembers(pgid: number): number[] {
+  const members: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // rest[0] = state, rest[2] = pgrp
+      if (Number(rest[2]) === pgid && rest[0] !== "Z") members.push(Number(entry));
+    } catch {
+      // gone while we looked
+    }
+  }
+  return members;
+}
+
+/** SIGKILL a whole process group (every worker leads its own); a group that is gone is fine. */
+export function killGroup(pgid: number | null | undefined): void {
+  if (!pgid || pgid <= 1) return;
+  try {
+    process.kill(-pgid, "SIGKILL");
+  } catch {
+    // no such group: the expected case after a clean stop
+  }
+}
+
+/**
+ * The exit code of `proc`, or a thrown error when it has not exited within `ms` (a hang guard,
+ * not a speed limit): the process is SIGKILLed first so nothing is left running.
+ */
+export async function exitWithin(proc: { exited: Promise<number>; kill(signal?: number | NodeJS.Signals): void }, ms: number, what = "process"): Promise<number> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const overrun = new Promise<"overrun">((resolve) => (timer = setTimeout(() => resolve("overrun"), ms)));
+  const outcome = await Promise.race([proc.exited, overrun]);
+  clearTimeout(timer);
+  if (outcome === "overrun") {
+    proc.kill("SIGKILL");
+    await proc.exited;
+    throw new Error(`${what} did not exit within ${ms} ms`);
+  }
+  return outcome;
+}
+
 export { defaultConfig };
 
 import { startHive, type Hive, type HiveOverrides } from "../src/hive.ts";
@@ -122,7 +165,19 @@ export async function startTestHive(
   mkdirSync(modelsDir, { recursive: true });
   writeFileSync(join(modelsDir, "tiny.gguf"), "GGUF fake model");
   const logger = memoryLogger();
-  const hive = await startHive(loaded, logger, { echo: null, workerEnv: opts.workerEnv, ...opts.overrides });
+  let hive: Hive;
+  try {
+    hive = await startHive(loaded, logger, { echo: null, workerEnv: opts.workerEnv, ...opts.overrides });
+  } catch (e) {
+    dir.cleanup();
+    throw e;
+  }
+  // Every worker leads its own process group: remember them so close() leaves none behind,
+  // even when a test failed before stopping its workers.
+  const workerGroups = new Set<number>();
+  hive.bus.subscribe((e) => {
+    if (e.type === "spawned" && typeof e.data.pid === "number") workerGroups.add(e.data.pid);
+  });
   const api: TestHive["api"] = (path, init = {}) => {
     const headers = new Headers(init.headers);
     if (init.json !== undefined) headers.set("content-type", "application/json");
@@ -159,8 +214,12 @@ export async function startTestHive(
       );
     },
     async close() {
-      await hive.shutdown.run("test done");
-      dir.cleanup();
+      try {
+        await hive.shutdown.run("test done");
+      } finally {
+        for (const pgid of workerGroups) killGroup(pgid);
+        dir.cleanup();
+      }
     },
   });
 }

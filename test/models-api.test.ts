@@ -12,10 +12,10 @@ afterEach(async () => {
   await Promise.all(hubs.splice(0).map((h) => h.stop()));
 });
 
-async function setup(opts: { token?: string; hfToken?: string; workerEnv?: Record<string, string> } = {}) {
-  const hub = await FakeHub.start({ chunkBytes: 16 * 1024 });
+async function setup(opts: { token?: string; hfToken?: string; workerEnv?: Record<string, string>; hubHost?: string } = {}) {
+  const hub = await FakeHub.start({ chunkBytes: 16 * 1024, hubHost: opts.hubHost });
   hubs.push(hub);
-  hub.addRepo({
+  const tiny = hub.addRepo({
     id: "org/tiny-GGUF",
     files: [
       { path: "tiny.Q4_K_M.gguf", size: SIZE, seed: 1 },
@@ -31,12 +31,29 @@ async function setup(opts: { token?: string; hfToken?: string; workerEnv?: Recor
     workerEnv: opts.workerEnv,
   });
   hives.push(h);
-  return { hub, h };
+  return { hub, h, commit: tiny.commit };
 }
 
-/** Read an SSE body into its `data:` payloads (and ids) until [DONE] or the stream ends. */
-async function readProgress(res: Response, timeoutMs = 5000) {
-  const text = await Promise.race([res.text(), Bun.sleep(timeoutMs).then(() => "TIMEOUT")]);
+/** Let a transfer held by a stall fault go on, once it is really held there. */
+async function releaseOnceStalled(hub: FakeHub) {
+  await waitFor(() => hub.stalledCount > 0, { what: "the transfer to reach the stall" });
+  hub.releaseStalls();
+}
+
+/** Read an SSE body into its `data:` payloads (and ids) until the stream ends (10 s hang guard). */
+async function readProgress(res: Response, opts: { onFirstEvent?: () => void } = {}) {
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  const guard = setTimeout(() => void reader.cancel(), 10_000);
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    const before = text;
+    text += decoder.decode(value, { stream: true });
+    if (!before.includes("\ndata: ") && text.includes("\ndata: ")) opts.onFirstEvent?.();
+  }
+  clearTimeout(guard);
   const events: Array<{ id?: number; data: any }> = [];
   for (const block of text.split("\n\n")) {
     const data = /^data: (.*)$/m.exec(block)?.[1];
@@ -49,7 +66,8 @@ async function readProgress(res: Response, timeoutMs = 5000) {
 
 describe("downloads", () => {
   test("download → live progress → [DONE] → catalog; a second request is answered from the cache", async () => {
-    const { h } = await setup();
+    const { h, hub, commit } = await setup();
+    hub.addFault({ kind: "stall", atByte: 100_000, ms: 60_000, on: "cdn" });
     const busEvents: any[] = [];
     h.bus.subscribe((e) => busEvents.push(e));
     const res = await h.api("/v1/models/download", { json: { model_ref: "hf:org/tiny-GGUF" } });
@@ -60,25 +78,41 @@ describe("downloads", () => {
 
     const progress = await h.api(`/v1/models/download/progress?id=${started.download_id}`);
     expect(progress.headers.get("content-type")).toContain("text/event-stream");
-    const { events } = await readProgress(progress);
+    // The transfer is held at byte 100 000 until this subscriber has seen its first event.
+    const { events } = await readProgress(progress, { onFirstEvent: () => void releaseOnceStalled(hub) });
     expect(events.at(-1)!.data).toBe("[DONE]");
-    const terminal = events.at(-2)!.data;
-    expect(terminal.stage).toBe("complete");
-    expect(terminal.local_path).toEndWith("tiny.Q4_K_M.gguf");
-    const downloading = events.filter((e) => e.data.stage === "downloading");
-    expect(downloading.length).toBeGreaterThan(0);
+    const localPath = `${h.modelsDir}/models--org--tiny-GGUF/snapshots/${commit}/tiny.Q4_K_M.gguf`;
+    expect(events.at(-2)!.data).toEqual({ stage: "complete", local_path: localPath });
+    const downloading = events.slice(0, -2);
+    expect(downloading.length).toBeGreaterThanOrEqual(2); // the held state, then at least the last bytes
+    const ids = events.slice(0, -1).map((e) => e.id!);
+    expect(ids).toEqual(ids.map((_, i) => ids[0]! + i));
     for (const e of downloading) {
-      expect(typeof e.data.bytes_downloaded).toBe("number");
-      if (e.data.phase !== "planning") expect(e.data.bytes_total).toBe(SIZE);
-      expect(typeof e.data.speed_mbps).toBe("number");
-      expect(typeof e.id).toBe("number");
+      // Exactly the README's shape: a planning event before the sizes are known, then per-file progress.
+      expect(e.data).toEqual(
+        e.data.phase === "planning"
+          ? { stage: "downloading", bytes_downloaded: 0, bytes_total: 0, speed_mbps: 0, phase: "planning" }
+          : {
+              stage: "downloading",
+              bytes_downloaded: expect.any(Number),
+              bytes_total: SIZE,
+              speed_mbps: expect.any(Number),
+              file: "tiny.Q4_K_M.gguf",
+              // done only once all its bytes are in (then verified and renamed: 0 until that ends)
+              files_done: e.data.bytes_downloaded < SIZE ? 0 : [0, 1].includes(e.data.files_done) ? e.data.files_done : "0 or 1",
+              files_total: 1,
+              phase: "downloading",
+            },
+      );
     }
+    expect(downloading.at(-1)!.data).toMatchObject({ bytes_downloaded: SIZE, files_done: 1 });
+    const bytes = downloading.map((e) => e.data.bytes_downloaded);
+    expect([...bytes].sort((a, b) => a - b)).toEqual(bytes);
 
     const { models }: any = await (await h.api("/v1/models")).json();
     expect(models).toHaveLength(1);
-    expect(models[0]).toMatchObject({ model_ref: "hf:org/tiny-GGUF", provider: "hf", quantization: "Q4_K_M", size_bytes: SIZE });
+    expect(models[0]).toMatchObject({ model_ref: "hf:org/tiny-GGUF", provider: "hf", revision: "main", commit, quantization: "Q4_K_M", size_bytes: SIZE, local_path: localPath });
     expect(lstatSync(models[0].local_path).isSymbolicLink()).toBe(true); // HF cache layout snapshot entry
-    expect(models[0].local_path).toContain("models--org--tiny-GGUF/snapshots/");
 
     // Downloads are on the one event bus too (GET /v1/events, metrics).
     const lifecycle = busEvents.filter((e) => e.type.startsWith("download_"));
@@ -137,47 +171,83 @@ describe("downloads", () => {
   });
 
   test("HF_TOKEN unlocks a gated repo, goes only to the hub's host and never into the logs", async () => {
-    const { h, hub } = await setup({ hfToken: "hf_right_token" });
+    // The hub answers as "localhost", its CDN as "127.0.0.1": another host name, not only another port.
+    const { h, hub } = await setup({ hfToken: "hf_right_token", hubHost: "localhost" });
+    expect(new URL(hub.url).hostname).toBe("localhost");
+    expect(new URL(hub.cdnUrl).hostname).toBe("127.0.0.1");
     const { download_id }: any = await (await h.api("/v1/models/download", { json: { model_ref: "hf:org/gated-GGUF" } })).json();
     const { events } = await readProgress(await h.api(`/v1/models/download/progress?id=${download_id}`));
     expect(events.at(-2)!.data.stage).toBe("complete");
     const cdn = hub.log.filter((e) => e.server === "cdn");
+    const onHub = hub.log.filter((e) => e.server === "hub");
     expect(cdn.length).toBeGreaterThan(0);
-    expect(cdn.every((e) => e.authorization === null)).toBe(true);
-    expect(hub.log.filter((e) => e.server === "hub").every((e) => e.authorization === "Bearer hf_right_token")).toBe(true);
+    expect(onHub.length).toBeGreaterThan(0);
+    expect(cdn.map((e) => [new URL(`http://${e.host}`).hostname, e.authorization])).toEqual(cdn.map(() => ["127.0.0.1", null]));
+    expect(onHub.map((e) => [new URL(`http://${e.host}`).hostname, e.authorization])).toEqual(onHub.map(() => ["localhost", "Bearer hf_right_token"]));
+    expect(hub.bytesServed((e) => e.server === "cdn")).toBe(1000);
     expect(h.logs.join("\n")).not.toContain("hf_right_token");
   });
 
-  test("cancel keeps partials for resume; ?purge=true deletes them", async () => {
+  test("cancel keeps partials for resume; the next download resumes them; ?purge=true deletes them", async () => {
     const { h, hub } = await setup();
-    hub.addFault({ kind: "stall", atByte: 100_000, ms: 10_000, on: "cdn", times: 10 });
-    const { download_id }: any = await (await h.api("/v1/models/download", { json: { model_ref: "hf:org/tiny-GGUF" } })).json();
-    await waitFor(async () => {
-      const d: any = ((await (await h.api("/v1/models/downloads")).json()) as any).downloads[0];
-      return d.bytes_downloaded > 0;
-    }, { what: "some bytes" });
-    const res = await h.api(`/v1/models/download/${download_id}?purge=true`, { method: "DELETE" });
+    const blobs = `${h.modelsDir}/models--org--tiny-GGUF/blobs`;
+    const partials = () => [...new Bun.Glob("**/*.rbee-partial*").scanSync({ cwd: h.modelsDir, dot: true })].sort();
+    const heldDownload = async () => {
+      hub.addFault({ kind: "stall", atByte: 100_000, ms: 60_000, on: "cdn", times: 10 });
+      const { download_id }: any = await (await h.api("/v1/models/download", { json: { model_ref: "hf:org/tiny-GGUF" } })).json();
+      await waitFor(() => hub.stalledCount > 0, { what: "the transfer held at byte 100 000" });
+      await waitFor(async () => ((await (await h.api("/v1/models/downloads")).json()) as any).downloads.find((d: any) => d.id === download_id).bytes_downloaded >= 100_000, { what: "100 000 bytes on disk" });
+      hub.faults.length = 0; // no further stalls: a resumed transfer runs through
+      return download_id as string;
+    };
+
+    // Plain cancel: the partial file and its resume state stay.
+    const first = await heldDownload();
+    const res = await h.api(`/v1/models/download/${first}`, { method: "DELETE" });
     expect(res.status).toBe(200);
-    const job: any = await res.json();
-    expect(job.state).toBe("cancelled");
-    const partials = new Bun.Glob("**/*.rbee-partial*").scanSync({ cwd: h.modelsDir, dot: true });
-    expect([...partials]).toHaveLength(0);
+    expect(((await res.json()) as any).state).toBe("cancelled");
+    const sha = hub.log.find((e) => e.server === "cdn")!.path.split("/blobs/")[1]!.split("?")[0]!;
+    expect(partials()).toEqual([`models--org--tiny-GGUF/blobs/${sha}.rbee-partial`, `models--org--tiny-GGUF/blobs/${sha}.rbee-partial.json`]);
+
+    // The next download resumes them: bytes already on disk are not fetched again.
+    hub.clearLog();
+    const { download_id: second }: any = await (await h.api("/v1/models/download", { json: { model_ref: "hf:org/tiny-GGUF" } })).json();
+    expect(second).not.toBe(first);
+    const { events } = await readProgress(await h.api(`/v1/models/download/progress?id=${second}`));
+    expect(events.at(-2)!.data.stage).toBe("complete");
+    expect(hub.bytesServed((e) => e.content)).toBeLessThanOrEqual(SIZE - 100_000);
+    expect(partials()).toEqual([]);
+
+    // Cancel with ?purge=true: nothing is left behind.
+    expect((await h.api("/v1/models?model_ref=hf:org/tiny-GGUF", { method: "DELETE" })).status).toBe(200);
+    const third = await heldDownload();
+    const purged = await h.api(`/v1/models/download/${third}?purge=true`, { method: "DELETE" });
+    expect(purged.status).toBe(200);
+    expect(((await purged.json()) as any).state).toBe("cancelled");
+    expect(partials()).toEqual([]);
+    expect(existsSync(`${blobs}/${sha}`)).toBe(false);
     expect((await h.api(`/v1/models/download/nope`, { method: "DELETE" })).status).toBe(404);
   });
 });
 
 describe("spawn with hf: models", () => {
   test("a model not in the catalog is downloaded by the spawn, which answers at once", async () => {
-    const { h } = await setup();
+    const { h, hub, commit } = await setup();
+    // The transfer is held until the test has seen the worker waiting for it.
+    hub.addFault({ kind: "stall", atByte: 100_000, ms: 60_000, on: "cdn" });
     const res = await h.api("/v1/workers/spawn", { json: { model_ref: "hf:org/tiny-GGUF", backend: "cpu", device: 0 } });
     expect(res.status).toBe(200);
     const { worker_id }: any = await res.json();
+    await waitFor(() => hub.stalledCount > 0, { what: "the transfer held at byte 100 000" });
     const first: any = await (await h.api(`/v1/workers/${worker_id}`)).json();
-    expect(first.state).toBe("loading");
-    if (first.phase === "downloading") expect(first.download_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(first).toMatchObject({ state: "loading", phase: "downloading", pid: null, model_path: null });
+    expect(first.download_id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    const { downloads }: any = await (await h.api("/v1/models/downloads")).json();
+    expect(downloads.map((d: any) => [d.id, d.state])).toEqual([[first.download_id, "downloading"]]);
+    hub.releaseStalls();
     const idle = await h.waitState(worker_id, (w) => w.state === "idle", "idle after download", 10000);
-    expect(idle.download_id).toMatch(/^[0-9a-f-]{36}$/);
-    expect(idle.model_path).toContain("models--org--tiny-GGUF/snapshots/");
+    expect(idle.download_id).toBe(first.download_id);
+    expect(idle.model_path).toBe(`${h.modelsDir}/models--org--tiny-GGUF/snapshots/${commit}/tiny.Q4_K_M.gguf`);
     expect(readFileSync(idle.model_path).length).toBe(SIZE);
     const models: any = await (await h.api("/v1/models")).json();
     expect(models.models[0].last_used_at).not.toBeNull();
@@ -185,21 +255,30 @@ describe("spawn with hf: models", () => {
 
   test("a spawn that joins a running download does not transfer twice", async () => {
     const { h, hub } = await setup();
+    // Held mid-transfer, so the spawn certainly finds the download running.
+    hub.addFault({ kind: "stall", atByte: 100_000, ms: 60_000, on: "cdn" });
     const dl: any = await (await h.api("/v1/models/download", { json: { model_ref: "hf:org/tiny-GGUF" } })).json();
+    await waitFor(() => hub.stalledCount > 0, { what: "the transfer held at byte 100 000" });
     const spawned: any = await (await h.api("/v1/workers/spawn", { json: { model_ref: "hf:org/tiny-GGUF", backend: "cpu", device: 0 } })).json();
+    const waiting: any = await (await h.api(`/v1/workers/${spawned.worker_id}`)).json();
+    expect(waiting).toMatchObject({ phase: "downloading", download_id: dl.download_id });
+    hub.releaseStalls();
     const idle = await h.waitState(spawned.worker_id, (w) => w.state === "idle", "idle", 10000);
-    expect(idle.download_id === null || idle.download_id === dl.download_id).toBe(true);
-    expect(hub.bytesServed((e) => e.path.includes("blobs") || e.path.includes("resolve"))).toBeLessThanOrEqual(SIZE + 100);
+    expect(idle.download_id).toBe(dl.download_id);
+    expect(((await (await h.api("/v1/models/downloads")).json()) as any).downloads).toHaveLength(1);
+    expect(hub.bytesServed((e) => e.content)).toBe(SIZE);
   });
 
   test("a model the hub does not have fails the worker with the download's error", async () => {
-    const { h } = await setup();
+    const { h, hub } = await setup();
     const res = await h.api("/v1/workers/spawn", { json: { model_ref: "hf:org/absent-GGUF", backend: "cpu", device: 0 } });
     expect(res.status).toBe(200);
     const { worker_id }: any = await res.json();
     const gone = await h.waitState(worker_id, (w) => w.phase === "exited", "spawn failed");
-    expect(gone.last_exit.reason).toBe("spawn_failed");
-    expect(gone.last_exit.message).toContain("not found");
+    expect(gone.last_exit).toMatchObject({
+      reason: "spawn_failed",
+      message: `model download failed: repository org/absent-GGUF not found on ${hub.url} (if it is private, set HF_TOKEN to a token of an account that has access)`,
+    });
   });
 });
 

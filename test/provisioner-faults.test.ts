@@ -175,11 +175,11 @@ describe("verification", () => {
 
 describe("retries", () => {
   test("a stalled part is aborted and retried from where it stopped", async () => {
-    hub.addFault({ kind: "stall", atByte: 300_000, ms: 30_000 });
-    const t0 = performance.now();
+    // Held for 10 minutes: only the stall detector (150 ms) can finish this within the test timeout.
+    hub.addFault({ kind: "stall", atByte: 300_000, ms: 600_000 });
     const r = await prov({ stallTimeoutMs: 150 }).download(`hf:${REPO}`);
-    expect(performance.now() - t0).toBeLessThan(5000);
     expect(r.stats.stalls).toBe(1);
+    expect(r.stats.retries).toBe(1);
     expect(content().some((e) => e.range === `bytes=300000-${2 * PART - 1}`)).toBe(true);
     expect(servedBytes()).toBe(SIZE);
   });
@@ -188,11 +188,9 @@ describe("retries", () => {
     hub.addFault({ kind: "status", status: 429, headers: { "retry-after": "0.05" }, on: "cdn" });
     hub.addFault({ kind: "status", status: 429, headers: { "retry-after": "0.05" }, api: true });
     const t0 = performance.now();
-    // a 5 s backoff base would make this test slow if Retry-After were ignored
-    const r = await prov({ retryBaseMs: 5000, retryMaxMs: 5000 }).download(`hf:${REPO}`);
-    const took = performance.now() - t0;
-    expect(took).toBeGreaterThanOrEqual(50);
-    expect(took).toBeLessThan(2000);
+    // A 10-minute backoff: were Retry-After ignored, the test timeout would end this.
+    const r = await prov({ retryBaseMs: 600_000, retryMaxMs: 600_000 }).download(`hf:${REPO}`);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(50); // it did wait the 0.05 s asked for
     expect(hub.log.filter((e) => e.status === 429)).toHaveLength(2);
     expect(r.size_bytes).toBe(SIZE);
   });

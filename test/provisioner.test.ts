@@ -312,18 +312,25 @@ describe("hub errors and the token", () => {
     expect(JSON.stringify(wrong.details)).not.toContain("hf_wrong");
   });
 
-  test("the token reaches the hub but never the redirect (CDN) host", async () => {
-    hub.addRepo({ id: "meta/gated-GGUF", gated: { token: "hf_secret" }, files: [{ path: "g.Q4_K_M.gguf", size: 600_000, seed: 3 }] });
-    const r = await prov({ token: "hf_secret" }).download("hf:meta/gated-GGUF");
-    expect(r.size_bytes).toBe(600_000);
-    const hubReqs = hub.log.filter((e) => e.server === "hub");
-    const cdnReqs = hub.log.filter((e) => e.server === "cdn");
-    expect(hubReqs.length).toBeGreaterThan(0);
-    expect(cdnReqs.length).toBeGreaterThan(0);
-    expect(hubReqs.every((e) => e.authorization === "Bearer hf_secret")).toBe(true);
-    expect(cdnReqs.every((e) => e.authorization === null)).toBe(true);
-    expect(hub.bytesServed((e) => e.server === "cdn")).toBe(600_000);
-  });
+  for (const hosts of [{}, { hubHost: "localhost" }, { cdnHost: "localhost" }] as const) {
+    const where = "hubHost" in hosts ? "hub as localhost, CDN as 127.0.0.1" : "cdnHost" in hosts ? "CDN as localhost, hub as 127.0.0.1" : "same host name, another port";
+    test(`the token reaches the hub but never the redirect (CDN) host (${where})`, async () => {
+      await hub.stop();
+      hub = await FakeHub.start(hosts);
+      hub.addRepo({ id: "meta/gated-GGUF", gated: { token: "hf_secret" }, files: [{ path: "g.Q4_K_M.gguf", size: 600_000, seed: 3 }] });
+      const r = await prov({ token: "hf_secret" }).download("hf:meta/gated-GGUF");
+      expect(r.size_bytes).toBe(600_000);
+      const hubHost = new URL(hub.url).host;
+      const cdnHost = new URL(hub.cdnUrl).host;
+      const hubReqs = hub.log.filter((e) => e.server === "hub");
+      const cdnReqs = hub.log.filter((e) => e.server === "cdn");
+      expect(hubReqs.length).toBeGreaterThan(0);
+      expect(cdnReqs.length).toBeGreaterThan(0);
+      expect(hubReqs.map((e) => [e.host, e.authorization])).toEqual(hubReqs.map(() => [hubHost, "Bearer hf_secret"]));
+      expect(cdnReqs.map((e) => [e.host, e.authorization])).toEqual(cdnReqs.map(() => [cdnHost, null]));
+      expect(hub.bytesServed((e) => e.server === "cdn")).toBe(600_000);
+    });
+  }
 
   test("HEAD metadata: commit, linked etag and size", async () => {
     const { commit, files } = hub.addRepo(GGUF_REPO);
