@@ -27,7 +27,7 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Provisioner } from "../src/provisioner/index.ts";
+import { Provisioner } from "../src/models/provisioner/index.ts";
 import { createLogger } from "../src/shared/logger.ts";
 import { FakeHub, contentSource } from "../test/fixtures/fake-hub.ts";
 import { benchLog, precondition, rotation, runBench, verdict } from "./harness.ts";

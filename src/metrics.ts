@@ -3,8 +3,8 @@
  * by the registry at scrape time. A dedicated Registry: tests build many hives in one process.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { EventBus } from "./event-bus.ts";
-import type { WorkerRegistry } from "./registry.ts";
+import type { EventBus } from "./shared/event-bus.ts";
+import type { WorkerRegistry } from "./workers/registry.ts";
 import { VERSION } from "./version.ts";
 
 export class HiveMetrics {

@@ -8,8 +8,8 @@ import { Database } from "bun:sqlite";
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, statSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { startHive, type Hive } from "../src/hive.ts";
-import { ModelCatalog } from "../src/model-catalog/catalog.ts";
-import { rebuildCatalogFromCache } from "../src/provisioner/rebuild-catalog.ts";
+import { ModelCatalog } from "../src/models/model-catalog/catalog.ts";
+import { rebuildCatalogFromCache } from "../src/models/provisioner/rebuild-catalog.ts";
 import { FAKE_WORKER, memoryLogger, tempDir, testConfig, waitFor } from "./helpers.ts";
 import { FakeHub } from "./fixtures/fake-hub.ts";
 

@@ -7,8 +7,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
-import { parseModelRef, catalogKey } from "../src/model-catalog/model-ref.ts";
-import { Provisioner, type WalkFs } from "../src/provisioner/provisioner.ts";
+import { parseModelRef, catalogKey } from "../src/models/model-catalog/model-ref.ts";
+import { Provisioner, type WalkFs } from "../src/models/provisioner/provisioner.ts";
 import { memoryLogger, rejection, startTestHive, tempDir, type TestHive } from "./helpers.ts";
 
 const cleanups: Array<() => void | Promise<void>> = [];

@@ -11,7 +11,7 @@ import {
   catalogKey,
   parseModelRef,
   validateRevision,
-} from "../src/model-catalog/index.ts";
+} from "../src/models/model-catalog/index.ts";
 import { HiveError } from "../src/shared/errors.ts";
 import type { Clock } from "../src/shared/clock.ts";
 import { systemClock } from "../src/shared/clock.ts";

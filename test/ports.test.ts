@@ -5,11 +5,11 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { classifyExit, describeExit, type ExitContext } from "../src/exit-forensics.ts";
-import { canBindTcp, parseProcNetTcp, PortAllocator, readTcpSockets, TCP_STATE } from "../src/port-allocator.ts";
-import { newRestartHistory, RestartPolicy } from "../src/restart.ts";
+import { classifyExit, describeExit, type ExitContext } from "../src/workers/exit-forensics.ts";
+import { canBindTcp, parseProcNetTcp, PortAllocator, readTcpSockets, TCP_STATE } from "../src/workers/port-allocator.ts";
+import { newRestartHistory, RestartPolicy } from "../src/workers/restart.ts";
 import { spawnSupervised, type ChildExit, type Spawner } from "../src/shared/daemon-lifecycle.ts";
-import { MAX_PORT_CONFLICTS_IN_A_ROW } from "../src/worker-lifecycle.ts";
+import { MAX_PORT_CONFLICTS_IN_A_ROW } from "../src/workers/worker-lifecycle.ts";
 import { defaultConfig, freePort, startTestHive, tempDir, waitFor, type TestHive } from "./helpers.ts";
 
 /** (local port, state) of every TCP socket, read here independently of the code under test. */

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { defaultConfig } from "../src/config.ts";
-import { newRestartHistory, RestartPolicy } from "../src/restart.ts";
+import { newRestartHistory, RestartPolicy } from "../src/workers/restart.ts";
 
 const cfg = (over: Partial<ReturnType<typeof defaultConfig>["restart"]> = {}) => ({ ...defaultConfig("/h").restart, ...over });
 

@@ -1,7 +1,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { resolveWorkerBinary } from "../src/worker-binary.ts";
+import { resolveWorkerBinary } from "../src/workers/worker-binary.ts";
 import { HiveError } from "../src/shared/errors.ts";
 import { tempDir } from "./helpers.ts";
 

@@ -1,6 +1,6 @@
 /** `GET /v1/events`: lifecycle events as SSE, `id:` on every event, `Last-Event-ID` replay. */
 import { Elysia, t } from "elysia";
-import type { EventBus } from "../event-bus.ts";
+import type { EventBus } from "../shared/event-bus.ts";
 import { lastEventId, sseResponse } from "./sse.ts";
 import type { ServerRef } from "./server-ref.ts";
 import { streamedResponse } from "./schemas.ts";

@@ -1,8 +1,8 @@
 /** Model routes: catalog, downloads with live progress (upstream SSE shape), deletion. */
 import { Elysia, t } from "elysia";
-import type { DownloadTracker } from "../download-tracker.ts";
-import type { ModelService } from "../model-service.ts";
-import { CatalogEntry, DownloadJobInfo } from "../model-catalog/types.ts";
+import type { DownloadTracker } from "../models/download-tracker.ts";
+import type { ModelService } from "../models/model-service.ts";
+import { CatalogEntry, DownloadJobInfo } from "../models/model-catalog/types.ts";
 import { ErrorResponse, Field, errorResponses, streamedResponse } from "./schemas.ts";
 import { notFound } from "../shared/errors.ts";
 import { lastEventId, sseResponse } from "./sse.ts";

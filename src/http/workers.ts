@@ -1,7 +1,7 @@
 /** Worker routes: thin — validate, call the lifecycle manager, shape the answer. */
 import { Elysia, t } from "elysia";
-import { WorkerInfo, type WorkerRegistry } from "../registry.ts";
-import type { WorkerLifecycleManager } from "../worker-lifecycle.ts";
+import { WorkerInfo, type WorkerRegistry } from "../workers/registry.ts";
+import type { WorkerLifecycleManager } from "../workers/worker-lifecycle.ts";
 import { notFound } from "../shared/errors.ts";
 import { ErrorResponse, Field, MessageResponse, errorResponses } from "./schemas.ts";
 

@@ -1,5 +1,5 @@
 /** Catalog and download shapes as TypeBox schemas: the types below derive from them. */
-import { t, type Static } from "../shared/schema.ts";
+import { t, type Static } from "../../shared/schema.ts";
 
 const Nullable = <T extends Parameters<typeof t.Union>[0][number]>(s: T) => t.Union([s, t.Null()]);
 

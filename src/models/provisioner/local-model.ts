@@ -13,9 +13,9 @@ import * as fsp from "node:fs/promises";
 import { basename, join, relative, resolve } from "node:path";
 import type { CatalogFile, RegisterInput } from "../model-catalog/catalog.ts";
 import { parseModelRef } from "../model-catalog/model-ref.ts";
-import { HiveError } from "../shared/errors.ts";
-import { isUnder, validatePathUnderRoots } from "../shared/input-validation.ts";
-import type { Logger } from "../shared/logger.ts";
+import { HiveError } from "../../shared/errors.ts";
+import { isUnder, validatePathUnderRoots } from "../../shared/input-validation.ts";
+import type { Logger } from "../../shared/logger.ts";
 import { detectQuant } from "./select.ts";
 
 export interface WalkEntry {

@@ -2,7 +2,7 @@
  * How the hive judges a worker's health answer and waits for it to become healthy. Shared by
  * readiness (after the callback, or by polling for http profiles) and the monitor.
  */
-import type { HttpClient } from "./shared/http-client.ts";
+import type { HttpClient } from "../shared/http-client.ts";
 
 /**
  * How the hive itself reaches a worker on this host. The advertised URL uses RBEE_WORKER_HOST,

@@ -7,9 +7,9 @@ import { canonicalModelRef } from "./model-catalog/model-ref.ts";
 import type { DownloadTracker } from "./download-tracker.ts";
 import type { ModelSource, ResolvedModel } from "./model-resolver.ts";
 import { removeModelFiles } from "./provisioner/remove.ts";
-import type { WorkerRegistry } from "./registry.ts";
-import { conflict, errorMessage, notFound } from "./shared/errors.ts";
-import type { Logger } from "./shared/logger.ts";
+import type { WorkerRegistry } from "../workers/registry.ts";
+import { conflict, errorMessage, notFound } from "../shared/errors.ts";
+import type { Logger } from "../shared/logger.ts";
 
 export interface DownloadAnswer {
   download_id: string;

@@ -2,7 +2,7 @@
  * Retry policy shared by hub API calls and ranged file parts.
  * Transient = network errors / connection resets / 408 / 429 / 5xx / stalls; everything else is final.
  */
-import { HiveError, errorMessage } from "../shared/errors.ts";
+import { HiveError, errorMessage } from "../../shared/errors.ts";
 
 export class TransientError extends Error {
   constructor(

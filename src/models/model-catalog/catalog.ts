@@ -8,11 +8,11 @@
 import { Database, SQLiteError } from "bun:sqlite";
 import { mkdirSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import { HiveError } from "../shared/errors.ts";
-import type { Clock } from "../shared/clock.ts";
-import { systemClock } from "../shared/clock.ts";
-import type { Logger } from "../shared/logger.ts";
-import { silentLogger } from "../shared/logger.ts";
+import { HiveError } from "../../shared/errors.ts";
+import type { Clock } from "../../shared/clock.ts";
+import { systemClock } from "../../shared/clock.ts";
+import type { Logger } from "../../shared/logger.ts";
+import { silentLogger } from "../../shared/logger.ts";
 import { catalogKey } from "./model-ref.ts";
 import { migrate } from "./schema.ts";
 import type { CatalogEntry, CatalogFile } from "./types.ts";

@@ -11,24 +11,24 @@
 import { randomUUID } from "node:crypto";
 import { renameSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { resolveProfile, type HiveConfig, type WorkerProfile } from "./config.ts";
-import type { EventBus } from "./event-bus.ts";
-import type { ModelResolver } from "./model-resolver.ts";
+import { resolveProfile, type HiveConfig, type WorkerProfile } from "../config.ts";
+import type { EventBus } from "../shared/event-bus.ts";
+import type { ModelResolver } from "../models/model-resolver.ts";
 import type { PortAllocator } from "./port-allocator.ts";
-import type { QueenNotifier } from "./queen.ts";
+import type { QueenNotifier } from "../queen/queen-client.ts";
 import { newWorkerRecord, type ExitReason, type WorkerInfo, type WorkerRegistry } from "./registry.ts";
 import { newRestartHistory, type RestartHistory, type RestartPolicy } from "./restart.ts";
 import { LoadDeadline } from "./timeout.ts";
 import { exitRecord, PORT_CONFLICT_TAIL_LINES, spawnFailure, STDERR_TAIL_LINES } from "./exit-forensics.ts";
 import { localUrl, pollUntilHealthy } from "./worker-health.ts";
 import { resolveWorkerBinary } from "./worker-binary.ts";
-import type { Clock, Timer } from "./shared/clock.ts";
-import type { SupervisedChild, Spawner, ChildExit } from "./shared/daemon-lifecycle.ts";
-import { errorMessage, HiveError, invalidInput, notFound } from "./shared/errors.ts";
-import type { HttpClient } from "./shared/http-client.ts";
-import { validateIdentifier, validateModelRef } from "./shared/input-validation.ts";
-import type { Logger } from "./shared/logger.ts";
-import { toSystemTime } from "./shared/rbee-types.ts";
+import type { Clock, Timer } from "../shared/clock.ts";
+import type { SupervisedChild, Spawner, ChildExit } from "../shared/daemon-lifecycle.ts";
+import { errorMessage, HiveError, invalidInput, notFound } from "../shared/errors.ts";
+import type { HttpClient } from "../shared/http-client.ts";
+import { validateIdentifier, validateModelRef } from "../shared/input-validation.ts";
+import type { Logger } from "../shared/logger.ts";
+import { toSystemTime } from "../shared/rbee-types.ts";
 
 export interface SpawnRequest {
   model_ref: string;

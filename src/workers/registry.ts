@@ -2,9 +2,9 @@
  * In-memory worker registry (the hive's lifecycle view, not queen-rbee's routing view).
  * Every change goes through `update`/`transition`, so persistence and events can hook one place.
  */
-import { t } from "./shared/schema.ts";
-import { SystemTime, WorkerState, toSystemTime } from "./shared/rbee-types.ts";
-import type { Logger } from "./shared/logger.ts";
+import { t } from "../shared/schema.ts";
+import { SystemTime, WorkerState, toSystemTime } from "../shared/rbee-types.ts";
+import type { Logger } from "../shared/logger.ts";
 
 /** Why a loading worker is not ready yet, or what the hive is doing with it. */
 export const WorkerPhase = t.Union([

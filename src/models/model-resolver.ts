@@ -3,8 +3,8 @@
  * the reference run first (before the binary lookup and any hub traffic); the model source
  * (catalog + download tracker) does the rest.
  */
-import { HiveError } from "./shared/errors.ts";
-import { splitModelRef, validatePathUnderRoots } from "./shared/input-validation.ts";
+import { HiveError } from "../shared/errors.ts";
+import { splitModelRef, validatePathUnderRoots } from "../shared/input-validation.ts";
 import { parseModelRef } from "./model-catalog/model-ref.ts";
 
 export type ResolvedModel =

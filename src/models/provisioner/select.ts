@@ -9,7 +9,7 @@
  * - `hf:org/repo/path`: that file (a shard brings its whole set).
  * - safetensors repos: the top-level weights (one set) plus config/tokenizer files.
  */
-import { HiveError } from "../shared/errors.ts";
+import { HiveError } from "../../shared/errors.ts";
 import type { HfSelector } from "../model-catalog/model-ref.ts";
 import type { RemoteFile } from "./hub-client.ts";
 

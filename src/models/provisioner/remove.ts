@@ -5,7 +5,7 @@
 import { lstatSync, readdirSync, readlinkSync, rmSync, rmdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type { CatalogEntry } from "../model-catalog/catalog.ts";
-import { isUnder } from "../shared/input-validation.ts";
+import { isUnder } from "../../shared/input-validation.ts";
 
 /** Every blob path that a symlink under `snapshotsDir` points to. */
 function linkedBlobs(snapshotsDir: string): Set<string> {

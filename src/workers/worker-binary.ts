@@ -5,8 +5,8 @@
  */
 import { accessSync, constants, statSync } from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_WORKER_PROFILE } from "./config.ts";
-import { HiveError } from "./shared/errors.ts";
+import { DEFAULT_WORKER_PROFILE } from "../config.ts";
+import { HiveError } from "../shared/errors.ts";
 
 export interface BinaryLookup {
   profileName: string;

@@ -10,8 +10,8 @@
  * A revision (branch, tag or commit) is passed beside the ref, never inside it (the upstream
  * character set has no room for it). All functions throw HiveError(400, INVALID_INPUT).
  */
-import { invalidInput } from "../shared/errors.ts";
-import { splitModelRef, validateModelRef } from "../shared/input-validation.ts";
+import { invalidInput } from "../../shared/errors.ts";
+import { splitModelRef, validateModelRef } from "../../shared/input-validation.ts";
 
 export type HfSelector =
   | { kind: "default" }

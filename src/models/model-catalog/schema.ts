@@ -6,7 +6,7 @@
  * upstream database keeps its rows. Later migrations only add columns and tables.
  */
 import type { Database } from "bun:sqlite";
-import { HiveError } from "../shared/errors.ts";
+import { HiveError } from "../../shared/errors.ts";
 
 /** The upstream table, byte for byte. */
 export const UPSTREAM_MODELS_DDL =

@@ -26,8 +26,8 @@ import {
   writeFileSync,
 } from "node:fs";
 import { basename, dirname, join, relative } from "node:path";
-import { HiveError } from "../shared/errors.ts";
-import { resolveInside } from "../shared/input-validation.ts";
+import { HiveError } from "../../shared/errors.ts";
+import { resolveInside } from "../../shared/input-validation.ts";
 import type { RemoteFile } from "./hub-client.ts";
 
 const ETAG = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;

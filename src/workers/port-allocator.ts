@@ -17,7 +17,7 @@
  * starts at `min` again when the hive restarts; the /proc scan is what keeps that safe.
  */
 import { readFileSync } from "node:fs";
-import { HiveError } from "./shared/errors.ts";
+import { HiveError } from "../shared/errors.ts";
 
 /** One row of /proc/net/tcp{,6}: the local port and the kernel's TCP state number. */
 export interface TcpSocketEntry {

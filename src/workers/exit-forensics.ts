@@ -3,9 +3,9 @@
  * so operators (and the restart policy) can tell a stop from a crash, an OOM kill or a load failure.
  */
 import type { ExitReason, WorkerExit } from "./registry.ts";
-import type { WorkerState } from "./shared/rbee-types.ts";
-import type { ChildExit } from "./shared/daemon-lifecycle.ts";
-import { toSystemTime } from "./shared/rbee-types.ts";
+import type { WorkerState } from "../shared/rbee-types.ts";
+import type { ChildExit } from "../shared/daemon-lifecycle.ts";
+import { toSystemTime } from "../shared/rbee-types.ts";
 
 export const STDERR_TAIL_LINES = 50;
 

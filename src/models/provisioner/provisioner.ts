@@ -9,9 +9,9 @@
  *   registerLocal   describe a `file:` model (no network), only under modelsDir / allowedRoots (async, bounded walk)
  */
 import { mkdirSync, statfsSync, unlinkSync } from "node:fs";
-import { HiveError, errorMessage, isHiveError } from "../shared/errors.ts";
-import type { Logger } from "../shared/logger.ts";
-import { silentLogger } from "../shared/logger.ts";
+import { HiveError, errorMessage, isHiveError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/logger.ts";
+import { silentLogger } from "../../shared/logger.ts";
 import type { CatalogFile, RegisterInput } from "../model-catalog/catalog.ts";
 import { DEFAULT_REVISION, isCommitSha, parseModelRef, validateRevision } from "../model-catalog/model-ref.ts";
 import { downloadBlob, expectedDigest, hashFile, partialAllocatedBytes, partialBytes } from "./download-blob.ts";

@@ -7,9 +7,9 @@
  */
 import { Database, SQLiteError } from "bun:sqlite";
 import { existsSync, renameSync, rmSync } from "node:fs";
-import type { Clock } from "../shared/clock.ts";
-import { systemClock } from "../shared/clock.ts";
-import type { Logger } from "../shared/logger.ts";
+import type { Clock } from "../../shared/clock.ts";
+import { systemClock } from "../../shared/clock.ts";
+import type { Logger } from "../../shared/logger.ts";
 import { ModelCatalog } from "./catalog.ts";
 
 /** SQLite's answers for a file whose content is damaged (not for a file it cannot open). */

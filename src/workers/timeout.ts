@@ -2,7 +2,7 @@
  * Stall-aware loading deadline: any sign of life (worker output) pushes the stall deadline out,
  * but never past the hard cap. Upstream's fixed 30 s killed every large model.
  */
-import type { Clock, Timer } from "./shared/clock.ts";
+import type { Clock, Timer } from "../shared/clock.ts";
 
 export type DeadlineKind = "stalled" | "hard_cap";
 

@@ -3,7 +3,7 @@
  * breaker that parks a worker in `crash_loop` instead of restarting it forever, and counters that
  * reset after a stable healthy period. Pure logic: time and randomness are passed in.
  */
-import type { HiveConfig } from "./config.ts";
+import type { HiveConfig } from "../config.ts";
 import type { ExitReason } from "./registry.ts";
 
 export type RestartConfig = HiveConfig["restart"];

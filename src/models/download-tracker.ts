@@ -19,11 +19,11 @@
  * `speed_mbps` is megabytes (10^6 bytes) per second over the last few seconds.
  */
 import { randomUUID } from "node:crypto";
-import type { Clock, Timer } from "./shared/clock.ts";
-import { systemClock } from "./shared/clock.ts";
-import { HiveError, errorMessage, isHiveError } from "./shared/errors.ts";
-import type { Logger } from "./shared/logger.ts";
-import { silentLogger } from "./shared/logger.ts";
+import type { Clock, Timer } from "../shared/clock.ts";
+import { systemClock } from "../shared/clock.ts";
+import { HiveError, errorMessage, isHiveError } from "../shared/errors.ts";
+import type { Logger } from "../shared/logger.ts";
+import { silentLogger } from "../shared/logger.ts";
 import type { CatalogEntry, ModelCatalog, RegisterInput } from "./model-catalog/catalog.ts";
 import type { DownloadJobInfo, JobState, ProgressEvent } from "./model-catalog/types.ts";
 export type { DownloadJobInfo, JobState, ProgressEvent };

@@ -5,15 +5,15 @@
  * heartbeats, the worker is handed to the lifecycle manager as unhealthy (stop → restart policy).
  * Process exits are not polled for: they come from the supervisor.
  */
-import type { HiveConfig } from "./config.ts";
-import type { EventBus } from "./event-bus.ts";
+import type { HiveConfig } from "../config.ts";
+import type { EventBus } from "../shared/event-bus.ts";
 import type { WorkerRegistry } from "./registry.ts";
 import { isHealthyAnswer } from "./worker-health.ts";
-import type { Clock } from "./shared/clock.ts";
-import { errorMessage } from "./shared/errors.ts";
-import type { HttpClient } from "./shared/http-client.ts";
-import type { Logger } from "./shared/logger.ts";
-import { fromSystemTime } from "./shared/rbee-types.ts";
+import type { Clock } from "../shared/clock.ts";
+import { errorMessage } from "../shared/errors.ts";
+import type { HttpClient } from "../shared/http-client.ts";
+import type { Logger } from "../shared/logger.ts";
+import { fromSystemTime } from "../shared/rbee-types.ts";
 
 export interface MonitoredLifecycle {
   healthTarget(id: string): { url: string; healthyStatus: string[] } | undefined;

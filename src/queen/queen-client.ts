@@ -2,9 +2,9 @@
  * Talks to queen-rbee when QUEEN_CALLBACK_URL is set: forwards worker-ready events as upstream did
  * (`POST {queen}/v2/workers/ready`, Bearer, 5 s timeout, failures only logged).
  */
-import type { HttpClient } from "./shared/http-client.ts";
-import type { Logger } from "./shared/logger.ts";
-import { errorMessage } from "./shared/errors.ts";
+import type { HttpClient } from "../shared/http-client.ts";
+import type { Logger } from "../shared/logger.ts";
+import { errorMessage } from "../shared/errors.ts";
 
 export interface ReadyWorker {
   id: string;

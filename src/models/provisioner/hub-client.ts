@@ -7,9 +7,9 @@
  * - Hub errors map to stable codes: MODEL_NOT_FOUND, REVISION_NOT_FOUND, MODEL_FILE_NOT_FOUND (404),
  *   MODEL_GATED (403), HUB_BAD_RESPONSE / HUB_UNREACHABLE (502).
  */
-import { HiveError } from "../shared/errors.ts";
-import type { Logger } from "../shared/logger.ts";
-import { silentLogger } from "../shared/logger.ts";
+import { HiveError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/logger.ts";
+import { silentLogger } from "../../shared/logger.ts";
 import { DEFAULT_RETRY_POLICY, TransientError, parseRetryAfter, withRetry, type RetryPolicy } from "./retry.ts";
 
 export type FetchFn = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;

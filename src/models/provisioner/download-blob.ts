@@ -31,8 +31,8 @@ import {
   writeSync,
   writeFileSync,
 } from "node:fs";
-import { HiveError, errorMessage } from "../shared/errors.ts";
-import type { Logger } from "../shared/logger.ts";
+import { HiveError, errorMessage } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/logger.ts";
 import type { HfCacheRepo } from "./hf-cache.ts";
 import { fsyncDir } from "./hf-cache.ts";
 import { preallocate } from "./native-fs.ts";
