@@ -150,8 +150,8 @@ await runBench("lifecycle", async () => {
   const seen = new Map<string, number>();
   hive.bus.subscribe((e) => {
     const t = now();
-    if (e.type === "spawned") hivePids.add(e.data.pid as number);
-    seen.set(`${e.type}:${e.data.worker_id}`, t);
+    if (e.type === "spawned") hivePids.add(e.data.pid);
+    if ("worker_id" in e.data) seen.set(`${e.type}:${e.data.worker_id}`, t);
   });
 
   const h: Array<Awaited<ReturnType<typeof hiveRun>>> = [];

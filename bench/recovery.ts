@@ -113,7 +113,7 @@ async function restartLatency(state: { hive?: TestHive }) {
     h.bus.subscribe((e) => {
       const t = now();
       if (e.type === "exited") seen.set(`exited:${restartCount}`, t);
-      else seen.set(`${e.type}:${e.data.restart_count ?? restartCount}`, t);
+      else seen.set(`${e.type}:${"restart_count" in e.data ? e.data.restart_count : restartCount}`, t);
     });
     const { worker_id: id } = await h.spawn();
     await until(() => seen.get("ready:0"), "first ready");

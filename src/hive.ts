@@ -13,7 +13,7 @@ import { HttpClient, type FetchLike } from "./shared/http-client.ts";
 import { createApp } from "./app.ts";
 import { serve, type HiveServer } from "./server.ts";
 import { ShutdownCoordinator } from "./shutdown.ts";
-import { EventBus } from "./shared/event-bus.ts";
+import { createHiveBus, type HiveBus } from "./events.ts";
 import { WorkerRegistry } from "./workers/registry.ts";
 import { PortAllocator } from "./workers/port-allocator.ts";
 import { RestartPolicy } from "./workers/restart.ts";
@@ -65,7 +65,7 @@ export interface Hive {
   registry: WorkerRegistry;
   lifecycle: WorkerLifecycleManager;
   monitor: HealthMonitor;
-  bus: EventBus;
+  bus: HiveBus;
   catalog: ModelCatalog;
   tracker: DownloadTracker;
 }
@@ -82,7 +82,7 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
 
   const clock = o.clock ?? systemClock;
   const shutdown = new ShutdownCoordinator(logger, config.shutdown.total_timeout_s * 1000);
-  const bus = new EventBus(config.server.events_buffer, () => clock.now());
+  const bus = createHiveBus(config.server.events_buffer, () => clock.now());
   const registry = new WorkerRegistry(logger, () => clock.now(), config.workers.exited_retention_s * 1000);
   const http = new HttpClient(o.fetch);
   const ports = new PortAllocator({

@@ -3,14 +3,14 @@
  * by the registry at scrape time. A dedicated Registry: tests build many hives in one process.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { EventBus } from "./shared/event-bus.ts";
+import type { HiveBus } from "./events.ts";
 import type { WorkerRegistry } from "./workers/registry.ts";
 import { VERSION } from "./version.ts";
 
 export class HiveMetrics {
   readonly registry = new Registry();
 
-  constructor(bus: EventBus, workers: WorkerRegistry) {
+  constructor(bus: HiveBus, workers: WorkerRegistry) {
     const counter = (name: string, help: string, labelNames: string[] = []) =>
       new Counter({ name, help, labelNames, registers: [this.registry] });
     collectDefaultMetrics({ register: this.registry, prefix: "rbee_hive_" });
@@ -42,32 +42,16 @@ export class HiveMetrics {
     });
     const downloads = counter("rbee_hive_downloads_total", "Model downloads that ended, by outcome", ["outcome"]);
     const downloadBytes = counter("rbee_hive_download_bytes_total", "Bytes of completed model downloads");
-    bus.subscribe((e) => {
-      switch (e.type) {
-        case "download_complete":
-          downloads.inc({ outcome: "complete" });
-          if (typeof e.data.bytes === "number") downloadBytes.inc(e.data.bytes);
-          break;
-        case "download_failed":
-          downloads.inc({ outcome: e.data.code === "DOWNLOAD_CANCELLED" ? "cancelled" : "error" });
-          break;
-        case "exited":
-          exits.inc({ reason: String(e.data.reason) });
-          break;
-        case "restarting":
-          restarts.inc({ reason: String(e.data.reason) });
-          break;
-        case "crash_loop":
-          crashLoops.inc();
-          break;
-        case "health_failed":
-          healthFailures.inc();
-          break;
-        case "ready":
-          if (typeof e.data.load_ms === "number") startDuration.observe(e.data.load_ms / 1000);
-          break;
-      }
+    bus.on("download_complete", (d) => {
+      downloads.inc({ outcome: "complete" });
+      downloadBytes.inc(d.bytes);
     });
+    bus.on("download_failed", (d) => downloads.inc({ outcome: d.code === "DOWNLOAD_CANCELLED" ? "cancelled" : "error" }));
+    bus.on("exited", (d) => exits.inc({ reason: d.reason }));
+    bus.on("restarting", (d) => restarts.inc({ reason: d.reason }));
+    bus.on("crash_loop", () => crashLoops.inc());
+    bus.on("health_failed", () => healthFailures.inc());
+    bus.on("ready", (d) => startDuration.observe(d.load_ms / 1000));
   }
 
   render(): Promise<string> {

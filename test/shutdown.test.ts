@@ -139,7 +139,7 @@ describe("hive shutdown", () => {
     const { worker_id } = await h.spawn();
     const w = await h.waitState(worker_id, (x) => x.state === "idle", "idle");
     const events: Array<{ type: string; worker_id: unknown }> = [];
-    h.bus.subscribe((e) => events.push({ type: e.type, worker_id: e.data.worker_id }));
+    h.bus.subscribe((e) => events.push({ type: e.type, worker_id: "worker_id" in e.data ? e.data.worker_id : undefined }));
     // The worker dies right after shutdown began (while the listener closes), before it is stopped.
     const real = h.server.stop.bind(h.server);
     h.server.stop = async (force?: boolean) => {

@@ -470,7 +470,7 @@ describe("events", () => {
 
   test("replay from before the buffer starts with a replay_gap event", async () => {
     const h = await hive({ config: { server: { events_buffer: 3 } } });
-    for (let i = 0; i < 5; i++) h.bus.publish("probe", { n: i });
+    for (let i = 0; i < 5; i++) h.bus.publish("health_recovered", { worker_id: `worker-${i}` });
     const res = await h.api("/v1/events", { headers: { "Last-Event-ID": "0" } });
     const reader = res.body!.getReader();
     let text = "";

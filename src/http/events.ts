@@ -1,11 +1,11 @@
 /** `GET /v1/events`: lifecycle events as SSE, `id:` on every event, `Last-Event-ID` replay. */
 import { Elysia, t } from "elysia";
-import type { EventBus } from "../shared/event-bus.ts";
+import type { HiveBus } from "../events.ts";
 import { lastEventId, sseResponse } from "./sse.ts";
 import type { ServerRef } from "./server-ref.ts";
 import { streamedResponse } from "./schemas.ts";
 
-export const eventsController = (bus: EventBus, opts: { keepAliveMs: number; shutdown: AbortSignal; server: ServerRef }) =>
+export const eventsController = (bus: HiveBus, opts: { keepAliveMs: number; shutdown: AbortSignal; server: ServerRef }) =>
   new Elysia({ name: "hive.events" }).get(
     "/v1/events",
     ({ request }) =>

@@ -1,29 +1,29 @@
 /**
- * One bus for lifecycle events: the `/v1/events` stream, metrics and (later) the audit log all read it.
- * Events get increasing ids; a bounded buffer serves `Last-Event-ID` replay.
+ * A typed event bus: one map from event name to payload type (`M`), so publishers and subscribers
+ * agree at compile time. Events get increasing ids; a bounded buffer serves `Last-Event-ID` replay.
+ * Generic: the daemon's own event map lives in src/events.ts.
  */
-export interface HiveEvent<T = Record<string, unknown>> {
-  id: number;
-  type: string;
-  /** Milliseconds since the epoch. */
-  time: number;
-  data: T;
-}
+export type EventMap = Record<string, object>;
 
-export type EventListener = (event: HiveEvent) => void;
+/** One delivered event; a union over the map, so `switch (e.type)` narrows `e.data`. */
+export type BusEvent<M extends EventMap> = {
+  [K in keyof M & string]: { id: number; type: K; /** ms since the epoch */ time: number; data: M[K] };
+}[keyof M & string];
 
-export class EventBus {
-  private buffer: HiveEvent[] = [];
-  private listeners = new Set<EventListener>();
+export type BusListener<M extends EventMap> = (event: BusEvent<M>) => void;
+
+export class EventBus<M extends EventMap> {
+  private buffer: BusEvent<M>[] = [];
+  private readonly listeners = new Set<BusListener<M>>();
   private nextId = 1;
 
   constructor(
-    private readonly capacity = 1000,
+    private readonly capacity: number,
     private readonly now: () => number = Date.now,
   ) {}
 
-  publish(type: string, data: Record<string, unknown>): HiveEvent {
-    const event: HiveEvent = { id: this.nextId++, type, time: this.now(), data };
+  publish<K extends keyof M & string>(type: K, data: M[K]): BusEvent<M> {
+    const event = { id: this.nextId++, type, time: this.now(), data } as BusEvent<M>;
     this.buffer.push(event);
     if (this.buffer.length > this.capacity) this.buffer.splice(0, this.buffer.length - this.capacity);
     for (const listener of this.listeners) {
@@ -37,7 +37,7 @@ export class EventBus {
   }
 
   /** Buffered events with id > afterId (oldest first). */
-  since(afterId: number): HiveEvent[] {
+  since(afterId: number): BusEvent<M>[] {
     return this.buffer.filter((e) => e.id > afterId);
   }
 
@@ -46,11 +46,18 @@ export class EventBus {
     return this.buffer[0]?.id ?? 0;
   }
 
-  /** Replays events after `afterId` (if given) synchronously, then delivers live ones. */
-  subscribe(listener: EventListener, afterId?: number): () => void {
+  /** Every event: replays those after `afterId` (if given) synchronously, then delivers live ones. */
+  subscribe(listener: BusListener<M>, afterId?: number): () => void {
     if (afterId !== undefined) for (const e of this.since(afterId)) listener(e);
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** One event type, with its payload typed. */
+  on<K extends keyof M & string>(type: K, handler: (data: M[K], event: BusEvent<M>) => void): () => void {
+    return this.subscribe((e) => {
+      if (e.type === type) handler(e.data as M[K], e);
+    });
   }
 
   get subscriberCount(): number {

@@ -6,7 +6,7 @@
  * Process exits are not polled for: they come from the supervisor.
  */
 import type { HiveConfig } from "../config.ts";
-import type { EventBus } from "../shared/event-bus.ts";
+import type { HiveBus } from "../events.ts";
 import type { WorkerRegistry } from "./registry.ts";
 import { isHealthyAnswer } from "./worker-health.ts";
 import type { Clock } from "../shared/clock.ts";
@@ -25,7 +25,7 @@ export interface MonitorDeps {
   registry: WorkerRegistry;
   lifecycle: MonitoredLifecycle;
   http: HttpClient;
-  bus: EventBus;
+  bus: HiveBus;
   clock: Clock;
   logger: Logger;
 }

@@ -12,7 +12,7 @@ import { randomUUID } from "node:crypto";
 import { renameSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { resolveProfile, type HiveConfig, type WorkerProfile } from "../config.ts";
-import type { EventBus } from "../shared/event-bus.ts";
+import type { HiveBus } from "../events.ts";
 import type { ModelResolver } from "../models/model-resolver.ts";
 import type { PortAllocator } from "./port-allocator.ts";
 import type { QueenNotifier } from "../queen/queen-client.ts";
@@ -66,7 +66,7 @@ export interface LifecycleDeps {
   config: HiveConfig;
   logsDir: string;
   registry: WorkerRegistry;
-  bus: EventBus;
+  bus: HiveBus;
   logger: Logger;
   spawner: Spawner;
   clock: Clock;

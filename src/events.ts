@@ -1,0 +1,41 @@
+/**
+ * The hive's events: one TypeBox schema per event type, the single source of their payload types.
+ * Services publish them on the bus; the events stream, metrics and the audit log subscribe with types.
+ */
+import { t, type Static } from "./shared/schema.ts";
+import { EventBus, type BusEvent } from "./shared/event-bus.ts";
+import { ExitReason } from "./workers/registry.ts";
+
+const Worker = { worker_id: t.String() };
+const Download = { download_id: t.String(), model_ref: t.String(), revision: t.String() };
+
+export const HiveEventSchemas = {
+  spawned: t.Object({ ...Worker, pid: t.Integer(), port: t.Integer(), model_ref: t.String(), restart_count: t.Integer() }),
+  downloading: t.Object({ ...Worker, model_ref: t.String(), download_id: t.String() }),
+  callback: t.Object(Worker),
+  ready: t.Object({ ...Worker, url: t.String(), load_ms: t.Integer(), restart_count: t.Integer() }),
+  exited: t.Object({ ...Worker, reason: ExitReason, code: t.Union([t.Integer(), t.Null()]), signal: t.Union([t.String(), t.Null()]), message: t.String() }),
+  stopped: t.Object(Worker),
+  spawn_failed: t.Object({ ...Worker, message: t.String() }),
+  load_timeout: t.Object({ ...Worker, kind: t.Union([t.Literal("stalled"), t.Literal("hard_cap")]), message: t.String() }),
+  health_failed: t.Object({ ...Worker, failures: t.Integer(), error: t.String() }),
+  health_recovered: t.Object(Worker),
+  unhealthy: t.Object({ ...Worker, reason: t.String() }),
+  restarting: t.Object({
+    ...Worker,
+    attempt: t.Integer(),
+    delay_ms: t.Integer(),
+    reason: t.Union([ExitReason, t.Literal("requested")], { description: "the exit that caused it, or requested (operator)" }),
+  }),
+  crash_loop: t.Object({ ...Worker, reason: t.String() }),
+  download_started: t.Object(Download),
+  download_complete: t.Object({ ...Download, local_path: t.String(), bytes: t.Integer() }),
+  download_failed: t.Object({ ...Download, code: t.String(), message: t.String() }),
+};
+
+export type HiveEvents = { [K in keyof typeof HiveEventSchemas]: Static<(typeof HiveEventSchemas)[K]> };
+export type HiveEventType = keyof HiveEvents;
+export type HiveEvent = BusEvent<HiveEvents>;
+export type HiveBus = EventBus<HiveEvents>;
+
+export const createHiveBus = (capacity: number, now: () => number): HiveBus => new EventBus<HiveEvents>(capacity, now);
