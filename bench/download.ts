@@ -27,7 +27,9 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { defaultConfig } from "../src/config.ts";
 import { Provisioner } from "../src/models/provisioner/index.ts";
+import { modelSettings } from "../src/models/settings.ts";
 import { createLogger } from "../src/shared/logger.ts";
 import { FakeHub, contentSource } from "../test/fixtures/fake-hub.ts";
 import { benchLog, precondition, rotation, runBench, verdict } from "./harness.ts";
@@ -46,7 +48,7 @@ async function child(endpoint: string, modelsDir: string, modelRef: string): Pro
     if (line.includes('"blob complete"')) process.stdout.write(`${JSON.stringify({ phases: JSON.parse(line) })}\n`);
   } });
   const extra = JSON.parse(process.env.BENCH_OPTS ?? "{}") as Record<string, unknown>;
-  const p = new Provisioner({ modelsDir, endpoint, diskMarginBytes: 0, logger, ...extra });
+  const p = new Provisioner({ ...modelSettings(defaultConfig()).provisioner, modelsDir, endpoint, diskMarginBytes: 0, logger, ...extra });
   let last = 0;
   const r = await p.download(modelRef, {
     onProgress: (x) => {

@@ -4,7 +4,7 @@
  */
 import { t, type Static } from "./shared/schema.ts";
 import { EventBus, type BusEvent } from "./shared/event-bus.ts";
-import { ExitReason } from "./workers/registry.ts";
+import { ExitReason } from "./workers/schemas.ts";
 
 const Worker = { worker_id: t.String() };
 const Download = { download_id: t.String(), model_ref: t.String(), revision: t.String() };

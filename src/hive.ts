@@ -32,6 +32,7 @@ import { openCatalog } from "./models/model-catalog/open.ts";
 import { rebuildCatalogFromCache } from "./models/provisioner/rebuild-catalog.ts";
 import { Provisioner, type WalkFs } from "./models/provisioner/provisioner.ts";
 import { DownloadTracker } from "./models/download-tracker.ts";
+import { modelSettings } from "./models/settings.ts";
 import { ModelService } from "./models/model-service.ts";
 import { modelsController } from "./http/models.ts";
 
@@ -108,19 +109,12 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
   } catch (e) {
     throw new StartupError(`cannot open the model catalog ${resolved.catalogPath}: ${errorMessage(e)}`);
   }
-  const dl = config.downloads;
+  const settings = modelSettings(config);
   const provisioner = new Provisioner({
+    ...settings.provisioner,
     modelsDir: resolved.modelsDir,
-    endpoint: dl.hf_endpoint,
     token: secrets.hfToken,
     fetch: o.fetch,
-    allowedRoots: config.paths.allowed_model_roots,
-    quantPreference: dl.quant_preference,
-    partSizeBytes: Math.round(dl.part_size_mb * 1024 * 1024),
-    maxParallelParts: dl.parallel_parts,
-    maxRetries: dl.max_retries,
-    stallTimeoutMs: dl.stall_timeout_s * 1000,
-    diskMarginBytes: Math.round(dl.disk_margin_mb * 1024 * 1024),
     statfs: o.statfs,
     walkFs: o.walkFs,
     logger,
@@ -130,8 +124,7 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     provisioner,
     clock,
     logger,
-    progressIntervalMs: dl.progress_interval_s * 1000,
-    finishedJobTtlMs: dl.finished_ttl_s * 1000,
+    ...settings.tracker,
     // Downloads show up on the one event bus too (events stream, metrics).
     onLifecycle: (job, event) => {
       const base = { download_id: job.id, model_ref: job.model_ref, revision: job.revision };

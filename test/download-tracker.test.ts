@@ -6,13 +6,13 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, unlinkSync, wr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DownloadTracker, type DownloadTrackerOptions, type TrackedEvent } from "../src/models/download-tracker.ts";
-import { ModelCatalog } from "../src/models/model-catalog/index.ts";
+import { ModelCatalog, optionalRevision, parseModelRef } from "../src/models/model-catalog/index.ts";
 import { Provisioner, type ProvisionerOptions } from "../src/models/provisioner/index.ts";
 import type { Clock } from "../src/shared/clock.ts";
 import { systemClock } from "../src/shared/clock.ts";
 import { HiveError } from "../src/shared/errors.ts";
 import { FakeHub } from "./fixtures/fake-hub.ts";
-import { rejection } from "./helpers.ts";
+import { modelDefaults, rejection } from "./helpers.ts";
 
 const PART = 256 * 1024;
 const SIZE = 1_000_000;
@@ -26,6 +26,7 @@ let sha: string;
 
 function make(trackerOpts: Partial<DownloadTrackerOptions> = {}, provOpts: Partial<ProvisionerOptions> = {}) {
   const provisioner = new Provisioner({
+    ...modelDefaults().provisioner,
     modelsDir: join(dir, "models"),
     endpoint: hub.url,
     partSizeBytes: PART,
@@ -37,8 +38,19 @@ function make(trackerOpts: Partial<DownloadTrackerOptions> = {}, provOpts: Parti
     diskMarginBytes: 0,
     ...provOpts,
   });
-  tracker = new DownloadTracker({ catalog, provisioner, progressIntervalMs: 20, ...trackerOpts });
+  tracker = new DownloadTracker({ ...modelDefaults().tracker, catalog, provisioner, progressIntervalMs: 20, ...trackerOpts });
   return tracker;
+}
+
+/** start() as the edge calls it (ModelService): the ref parsed and the revision checked first. */
+async function start(modelRef: string, opts: { revision?: string; awaitPlan?: boolean } = {}) {
+  return tracker.start(parseModelRef(modelRef), { ...opts, revision: optionalRevision(opts.revision) });
+}
+
+/** The catalog entry of a model: cached, or once its download (joined or new) completes, as a spawn waits for it. */
+async function ensure(modelRef: string, opts: { revision?: string } = {}) {
+  const r = await start(modelRef, opts);
+  return r.cached ? r.entry : tracker.whenDone(r.job.id);
 }
 
 beforeEach(async () => {
@@ -72,14 +84,14 @@ function stallParts(at: number, ms: number) {
 
 describe("jobs", () => {
   test("two concurrent downloads of one model share one transfer", async () => {
-    const [a, b] = await Promise.all([tracker.start(REF), tracker.start(REF)]);
+    const [a, b] = await Promise.all([start(REF), start(REF)]);
     expect(a.cached).toBe(false);
     expect(b.cached).toBe(false);
     if (a.cached || b.cached) throw new Error("unreachable");
     expect(a.joined).toBe(false);
     expect(b.joined).toBe(true);
     expect(b.job.id).toBe(a.job.id);
-    const viaEnsure = tracker.ensure(REF); // spawn of a model being downloaded joins too
+    const viaEnsure = ensure(REF); // spawn of a model being downloaded joins too
     const [e1, e2, e3] = await Promise.all([tracker.whenDone(a.job.id), tracker.whenDone(b.job.id), viaEnsure]);
     expect(e1.local_path).toBe(e2.local_path);
     expect(e3.local_path).toBe(e1.local_path);
@@ -92,7 +104,7 @@ describe("jobs", () => {
     stallParts(50_000, 150);
     const events: TrackedEvent[] = [];
     let catalogHadItAtComplete = false;
-    const r = await tracker.start(REF);
+    const r = await start(REF);
     if (r.cached) throw new Error("unexpected cache hit");
     const t0 = performance.now();
     tracker.subscribe(r.job.id, undefined, (ev) => {
@@ -123,7 +135,7 @@ describe("jobs", () => {
   });
 
   test("a late subscriber gets the terminal event; Last-Event-ID replays what was missed", async () => {
-    const r = await tracker.start(REF);
+    const r = await start(REF);
     if (r.cached) throw new Error("unexpected cache hit");
     await tracker.whenDone(r.job.id);
     const late: TrackedEvent[] = [];
@@ -145,7 +157,7 @@ describe("jobs", () => {
     let now = 1_000_000;
     const clock: Clock = { ...systemClock, now: () => now };
     make({ clock, finishedJobTtlMs: 60_000 });
-    const r = await tracker.start(REF);
+    const r = await start(REF);
     if (r.cached) throw new Error("unexpected cache hit");
     await tracker.whenDone(r.job.id);
     now += 59_999;
@@ -160,7 +172,7 @@ describe("jobs", () => {
 
   test("an unsubscribed listener hears nothing more", async () => {
     stallParts(50_000, 100);
-    const r = await tracker.start(REF);
+    const r = await start(REF);
     if (r.cached) throw new Error("unexpected cache hit");
     const heard: TrackedEvent[] = [];
     const unsub = tracker.subscribe(r.job.id, undefined, (e) => heard.push(e));
@@ -173,13 +185,13 @@ describe("jobs", () => {
 
 describe("cache, cancel, resume", () => {
   test("a model in the catalog is answered as cached; lost files trigger a new download", async () => {
-    const first = await tracker.ensure(REF);
-    const r = await tracker.start(REF);
+    const first = await ensure(REF);
+    const r = await start(REF);
     expect(r).toMatchObject({ cached: true, local_path: first.local_path });
     expect(hub.contentRequests()).toHaveLength(4);
     // the blob vanished behind our back: not cached any more
     unlinkSync(first.files[0]!.blob_path!);
-    const again = await tracker.start(REF);
+    const again = await start(REF);
     expect(again.cached).toBe(false);
     if (again.cached) throw new Error("unreachable");
     await tracker.whenDone(again.job.id);
@@ -188,7 +200,7 @@ describe("cache, cancel, resume", () => {
 
   test("cancel keeps partial files; the next start resumes them; purge removes them", async () => {
     stallParts(100_000, 60_000);
-    const r = await tracker.start(REF);
+    const r = await start(REF);
     if (r.cached) throw new Error("unexpected cache hit");
     const events: TrackedEvent[] = [];
     tracker.subscribe(r.job.id, undefined, (e) => events.push(e));
@@ -201,7 +213,7 @@ describe("cache, cancel, resume", () => {
     expect(readdirSync(blobs).sort()).toEqual([`${sha}.rbee-partial`, `${sha}.rbee-partial.json`]);
     expect(catalog.get(REF)).toBeNull();
 
-    const again = await tracker.start(REF);
+    const again = await start(REF);
     if (again.cached) throw new Error("unexpected cache hit");
     expect(again.joined).toBe(false);
     expect(again.job.id).not.toBe(r.job.id);
@@ -212,7 +224,7 @@ describe("cache, cancel, resume", () => {
 
     // purge: another model, cancelled with purge → no partial left
     hub.addFault({ kind: "stall", atByte: 100_000, ms: 60_000, path: "o.Q4_K_M.gguf" });
-    const o = await tracker.start("hf:org/other-GGUF");
+    const o = await start("hf:org/other-GGUF");
     if (o.cached) throw new Error("unexpected cache hit");
     await waitFor(() => (tracker.get(o.job.id)?.bytes_downloaded ?? 0) >= 100_000);
     await tracker.cancel(o.job.id, { purge: true });
@@ -222,7 +234,7 @@ describe("cache, cancel, resume", () => {
 
   test("stopAll interrupts running jobs and keeps their partial files", async () => {
     stallParts(100_000, 60_000);
-    const r = await tracker.start(REF);
+    const r = await start(REF);
     if (r.cached) throw new Error("unexpected cache hit");
     await waitFor(() => (tracker.get(r.job.id)?.bytes_downloaded ?? 0) >= 400_000);
     await tracker.stopAll();
@@ -233,7 +245,7 @@ describe("cache, cancel, resume", () => {
 
 describe("errors and file: refs", () => {
   test("hub errors become error events with a code, and reject whenDone", async () => {
-    const r = await tracker.start("hf:nobody/nothing");
+    const r = await start("hf:nobody/nothing");
     if (r.cached) throw new Error("unexpected cache hit");
     const e = await rejection(tracker.whenDone(r.job.id));
     expect(e).toMatchObject({ status: 404, code: "MODEL_NOT_FOUND" });
@@ -249,21 +261,21 @@ describe("errors and file: refs", () => {
 
   test("awaitPlan turns plan errors into thrown errors (ambiguous choice, gated)", async () => {
     hub.addRepo({ id: "org/amb-GGUF", files: [{ path: "a.Q4_K_M.gguf", size: 10 }, { path: "b.Q4_K_M.gguf", size: 10 }] });
-    const amb = await rejection(tracker.start("hf:org/amb-GGUF", { awaitPlan: true }));
+    const amb = await rejection(start("hf:org/amb-GGUF", { awaitPlan: true }));
     expect(amb).toMatchObject({ status: 400, code: "AMBIGUOUS_MODEL_FILES" });
     expect(amb.details!.candidates).toEqual(["a.Q4_K_M.gguf", "b.Q4_K_M.gguf"]);
     hub.addRepo({ id: "org/gated-GGUF", gated: { token: "t" }, files: [{ path: "g.gguf", size: 10 }] });
-    expect(await rejection(tracker.start("hf:org/gated-GGUF", { awaitPlan: true }))).toMatchObject({ status: 403, code: "MODEL_GATED" });
+    expect(await rejection(start("hf:org/gated-GGUF", { awaitPlan: true }))).toMatchObject({ status: 403, code: "MODEL_GATED" });
   });
 
   test("invalid refs are refused before any job exists", async () => {
-    expect(await rejection(tracker.start("hf:org"))).toMatchObject({
+    expect(await rejection(start("hf:org"))).toMatchObject({
       status: 400,
       code: "INVALID_INPUT",
       message: 'model_ref "hf:org": expected "hf:<org>/<repo>", "hf:<org>/<repo>:<QUANT>" or "hf:<org>/<repo>/<file>"',
       details: { field: "model_ref" },
     });
-    expect(await rejection(tracker.start(REF, { revision: "../x" }))).toMatchObject({
+    expect(await rejection(start(REF, { revision: "../x" }))).toMatchObject({
       status: 400,
       code: "INVALID_INPUT",
       message: `revision "../x" has an empty, '.' or '..' segment`,
@@ -275,10 +287,10 @@ describe("errors and file: refs", () => {
   test("file: refs under the models dir are registered at once", async () => {
     mkdirSync(join(dir, "models"), { recursive: true });
     writeFileSync(join(dir, "models", "local.Q4_0.gguf"), "gguf!");
-    const r = await tracker.start(`file:${join(dir, "models", "local.Q4_0.gguf")}`);
+    const r = await start(`file:${join(dir, "models", "local.Q4_0.gguf")}`);
     expect(r).toMatchObject({ cached: true, local_path: join(dir, "models", "local.Q4_0.gguf") });
     expect(catalog.get(`file:${join(dir, "models", "local.Q4_0.gguf")}`)).toMatchObject({ size_bytes: 5, format: "gguf", quantization: "Q4_0" });
-    expect(await rejection(tracker.start("file:/etc/passwd"))).toMatchObject({
+    expect(await rejection(start("file:/etc/passwd"))).toMatchObject({
       status: 400,
       code: "INVALID_INPUT",
       message: `model_ref "/etc/passwd" is outside the allowed model roots (${join(dir, "models")})`,
@@ -292,7 +304,7 @@ describe("errors and file: refs", () => {
       files: [{ path: "r.Q4_K_M.gguf", size: 2000, seed: 1 }],
       commits: [{ commit: "1".repeat(40), refs: ["v1"], files: [{ path: "r.Q4_K_M.gguf", size: 1000, seed: 2 }] }],
     });
-    const [main, v1] = await Promise.all([tracker.ensure("hf:org/rev-GGUF"), tracker.ensure("hf:org/rev-GGUF", { revision: "v1" })]);
+    const [main, v1] = await Promise.all([ensure("hf:org/rev-GGUF"), ensure("hf:org/rev-GGUF", { revision: "v1" })]);
     expect(main.size_bytes).toBe(2000);
     expect(v1.size_bytes).toBe(1000);
     expect(v1.commit).toBe("1".repeat(40));

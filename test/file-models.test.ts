@@ -9,7 +9,7 @@ import * as fsp from "node:fs/promises";
 import { join } from "node:path";
 import { parseModelRef, catalogKey } from "../src/models/model-catalog/model-ref.ts";
 import { Provisioner, type WalkFs } from "../src/models/provisioner/provisioner.ts";
-import { memoryLogger, rejection, startTestHive, tempDir, type TestHive } from "./helpers.ts";
+import { fileRef, memoryLogger, modelDefaults, rejection, startTestHive, tempDir, type TestHive } from "./helpers.ts";
 
 const cleanups: Array<() => void | Promise<void>> = [];
 afterEach(async () => {
@@ -127,8 +127,8 @@ describe("a directory model stays inside the allowed roots", () => {
     writeFileSync(join(outside, "x.gguf"), "x");
     symlinkSync(outside, join(realRoot, "m", "out"));
     symlinkSync(realRoot, join(base, "root-link"));
-    const p = new Provisioner({ modelsDir: join(base, "models"), allowedRoots: [join(base, "root-link")], logger: memoryLogger() });
-    const input = await p.registerLocal(`file:${join(base, "root-link", "m")}`);
+    const p = new Provisioner({ ...modelDefaults().provisioner, modelsDir: join(base, "models"), allowedRoots: [join(base, "root-link")], logger: memoryLogger() });
+    const input = await p.registerLocal(fileRef(`file:${join(base, "root-link", "m")}`));
     expect(input.files.map((f) => f.path)).toEqual(["a.gguf"]);
     expect(input.modelRef).toBe(`file:${join(base, "root-link", "m")}`);
   });
@@ -181,14 +181,14 @@ describe("the walk is bounded and asynchronous", () => {
     mkdirSync(deep, { recursive: true });
     writeFileSync(join(deep, "m.gguf"), "x");
 
-    const p = new Provisioner({ modelsDir: models, walkLimits: { maxEntries: 10, maxDepth: 3, timeoutMs: 60_000 } });
-    expect(await rejection(p.registerLocal(`file:${wide}`))).toMatchObject({
+    const p = new Provisioner({ ...modelDefaults().provisioner, modelsDir: models, walkLimits: { maxEntries: 10, maxDepth: 3, timeoutMs: 60_000 } });
+    expect(await rejection(p.registerLocal(fileRef(`file:${wide}`)))).toMatchObject({
       status: 413,
       code: "MODEL_DIR_TOO_LARGE",
       message: `${wide} has more than 10 entries; name one file with file:<path> or split the directory`,
       details: { path: wide, limit: "entries", max_entries: 10 },
     });
-    expect(await rejection(p.registerLocal(`file:${join(models, "deep")}`))).toMatchObject({
+    expect(await rejection(p.registerLocal(fileRef(`file:${join(models, "deep")}`)))).toMatchObject({
       status: 413,
       code: "MODEL_DIR_TOO_LARGE",
       message: `${join(models, "deep")} is nested deeper than 3 directories`,
@@ -198,6 +198,7 @@ describe("the walk is bounded and asynchronous", () => {
     // Time: an injected clock jumps past the deadline once the walk has started.
     let now = 0;
     const slow = new Provisioner({
+      ...modelDefaults().provisioner,
       modelsDir: models,
       walkLimits: { maxEntries: 1000, maxDepth: 16, timeoutMs: 5000 },
       walkFs: {
@@ -210,7 +211,7 @@ describe("the walk is bounded and asynchronous", () => {
       },
       now: () => now,
     });
-    expect(await rejection(slow.registerLocal(`file:${join(models, "deep")}`))).toMatchObject({
+    expect(await rejection(slow.registerLocal(fileRef(`file:${join(models, "deep")}`)))).toMatchObject({
       status: 413,
       code: "MODEL_DIR_TOO_LARGE",
       message: `walking ${join(models, "deep")} took longer than 5 s; name one file with file:<path>`,

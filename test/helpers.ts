@@ -6,6 +6,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { defaultConfig, loadConfig, type HiveConfig, type LoadedConfig } from "../src/config.ts";
 import { createLogger, type Logger } from "../src/shared/logger.ts";
+import { modelSettings } from "../src/models/settings.ts";
+import { parseModelRef, type FileModelRef, type HfModelRef } from "../src/models/model-catalog/model-ref.ts";
 
 export const ROOT = resolve(import.meta.dir, "..");
 export const MAIN = join(ROOT, "src/main.ts");
@@ -121,6 +123,22 @@ export async function exitWithin(proc: { exited: Promise<number>; kill(signal?: 
 }
 
 export { defaultConfig };
+
+/** The models area's config values (provisioner, tracker) from the default config; tests spread them and override a few. */
+export const modelDefaults = () => modelSettings(defaultConfig());
+
+/** A model_ref parsed the way the edge parses it (the services below take the parsed value). */
+export function hfRef(modelRef: string): HfModelRef {
+  const ref = parseModelRef(modelRef);
+  if (ref.provider !== "hf") throw new Error(`${modelRef} is not an hf: ref`);
+  return ref;
+}
+
+export function fileRef(modelRef: string): FileModelRef {
+  const ref = parseModelRef(modelRef);
+  if (ref.provider !== "file") throw new Error(`${modelRef} is not a file: ref`);
+  return ref;
+}
 
 import { startHive, type Hive, type HiveOverrides } from "../src/hive.ts";
 import { mkdirSync, writeFileSync } from "node:fs";

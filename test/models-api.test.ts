@@ -230,6 +230,29 @@ describe("downloads", () => {
   });
 });
 
+describe("model_ref parsing", () => {
+  test("an unknown provider is 400 UNSUPPORTED_PROVIDER with one message on every route", async () => {
+    const h = await startTestHive();
+    hives.push(h);
+    const ref = "s3:bucket/x";
+    const answers = [
+      await h.api("/v1/models/download", { json: { model_ref: ref } }),
+      await h.api("/v1/workers/spawn", { json: { model_ref: ref, backend: "cpu", device: 0 } }),
+      await h.api(`/v1/models?model_ref=${ref}`, { method: "DELETE" }),
+    ];
+    for (const res of answers) {
+      expect(res.status).toBe(400);
+      expect(await res.json()).toEqual({
+        error: {
+          code: "UNSUPPORTED_PROVIDER",
+          message: 'model_ref "s3:bucket/x": unknown provider "s3" (supported: "hf", "file")',
+          details: { field: "model_ref" },
+        },
+      });
+    }
+  });
+});
+
 describe("spawn with hf: models", () => {
   test("a model not in the catalog is downloaded by the spawn, which answers at once", async () => {
     const { h, hub, commit } = await setup();

@@ -9,7 +9,7 @@ import { classifyExit, describeExit, type ExitContext } from "../src/workers/exi
 import { canBindTcp, parseProcNetTcp, PortAllocator, readTcpSockets, TCP_STATE } from "../src/workers/port-allocator.ts";
 import { newRestartHistory, RestartPolicy } from "../src/workers/restart.ts";
 import { spawnSupervised, type ChildExit, type Spawner } from "../src/shared/daemon-lifecycle.ts";
-import { MAX_PORT_CONFLICTS_IN_A_ROW } from "../src/workers/worker-lifecycle.ts";
+import { MAX_PORT_CONFLICTS_IN_A_ROW } from "../src/workers/exit-handler.ts";
 import { defaultConfig, freePort, startTestHive, tempDir, waitFor, type TestHive } from "./helpers.ts";
 
 /** (local port, state) of every TCP socket, read here independently of the code under test. */

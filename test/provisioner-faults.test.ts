@@ -10,7 +10,7 @@ import { Provisioner, type ProvisionerOptions } from "../src/models/provisioner/
 import { parseRetryAfter } from "../src/models/provisioner/retry.ts";
 import { HiveError } from "../src/shared/errors.ts";
 import { FakeHub, deterministicBytes } from "./fixtures/fake-hub.ts";
-import { rejection } from "./helpers.ts";
+import { hfRef, modelDefaults, rejection } from "./helpers.ts";
 
 const PART = 256 * 1024;
 const SIZE = 1_000_000; // 4 parts
@@ -36,6 +36,7 @@ afterEach(async () => {
 
 function prov(extra: Partial<ProvisionerOptions> = {}): Provisioner {
   return new Provisioner({
+    ...modelDefaults().provisioner,
     modelsDir: join(dir, "models"),
     endpoint: hub.url,
     partSizeBytes: PART,
@@ -100,7 +101,7 @@ describe("resume", () => {
   test("purgePartials removes what a cancelled run left", async () => {
     hub.addFault({ kind: "stall", atByte: 100_000, ms: 60_000 });
     const p = prov({ maxParallelParts: 1 });
-    const plan = await p.plan(`hf:${REPO}`);
+    const plan = await p.plan(hfRef(`hf:${REPO}`));
     const ac = new AbortController();
     const run = p.provision(plan, { signal: ac.signal, onProgress: (x) => x.bytes_downloaded >= 100_000 && ac.abort() });
     await expect(run).rejects.toThrow();
@@ -276,14 +277,14 @@ describe("sharing the Hugging Face cache", () => {
 
   test("with the hub unreachable, a complete cached snapshot is used offline", async () => {
     layOutHfCache(deterministicBytes(SIZE, 7));
-    const p = new Provisioner({ modelsDir: join(dir, "models"), endpoint: "http://127.0.0.1:1", maxRetries: 0, diskMarginBytes: 0 });
+    const p = new Provisioner({ ...modelDefaults().provisioner, modelsDir: join(dir, "models"), endpoint: "http://127.0.0.1:1", maxRetries: 0, diskMarginBytes: 0 });
     const r = await p.download(`hf:${REPO}`);
     expect(r.commit).toBe(commit);
     expect(r.metadata!.offline).toBe(true);
     expect(r.files.map((f) => f.path)).toEqual([FILE]);
     expect(new Uint8Array(readFileSync(r.local_path))).toEqual(deterministicBytes(SIZE, 7));
     // a revision the cache does not have still needs the hub
-    expect((await rejection(p.plan(`hf:${REPO}`, { revision: "v2" }))).code).toBe("HUB_UNREACHABLE");
+    expect((await rejection(p.plan(hfRef(`hf:${REPO}`), { revision: "v2" }))).code).toBe("HUB_UNREACHABLE");
   });
 
   test("a cached blob with wrong content is re-verified, discarded and fetched again", async () => {

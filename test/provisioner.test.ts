@@ -10,7 +10,7 @@ import { Provisioner, type ProvisionerOptions } from "../src/models/provisioner/
 import { HfCacheRepo } from "../src/models/provisioner/hf-cache.ts";
 import { HiveError } from "../src/shared/errors.ts";
 import { FakeHub, deterministicBytes, fakeCommit } from "./fixtures/fake-hub.ts";
-import { rejection } from "./helpers.ts";
+import { fileRef, hfRef, modelDefaults, rejection } from "./helpers.ts";
 
 let dir: string;
 let hub: FakeHub;
@@ -26,6 +26,7 @@ afterEach(async () => {
 
 function prov(extra: Partial<ProvisionerOptions> = {}): Provisioner {
   return new Provisioner({
+    ...modelDefaults().provisioner,
     modelsDir: join(dir, "models"),
     endpoint: hub.url,
     partSizeBytes: 256 * 1024,
@@ -87,14 +88,14 @@ describe("reference forms and file choice", () => {
     const r = await p.download("hf:TheBloke/Tiny-GGUF:Q2_K");
     expect(r.files.map((f) => f.path)).toEqual(["tiny.Q2_K.gguf"]);
     expect(r.quantization).toBe("Q2_K");
-    const lower = await p.plan("hf:TheBloke/Tiny-GGUF:q8_0");
+    const lower = await p.plan(hfRef("hf:TheBloke/Tiny-GGUF:q8_0"));
     expect(lower.files.map((f) => f.remote.path)).toEqual(["tiny.Q8_0.gguf"]);
-    const e = await rejection(p.plan("hf:TheBloke/Tiny-GGUF:Q5_K_M"));
+    const e = await rejection(p.plan(hfRef("hf:TheBloke/Tiny-GGUF:Q5_K_M")));
     expect(e.status).toBe(404);
     expect(e.code).toBe("MODEL_FILE_NOT_FOUND");
     expect(e.details!.available).toEqual(["Q2_K", "Q4_0", "Q4_K_M", "Q8_0"]);
     // Q4_K does not match Q4_K_M; Q4 alone matches nothing: never a substitute
-    expect((await rejection(p.plan("hf:TheBloke/Tiny-GGUF:Q4_K"))).code).toBe("MODEL_FILE_NOT_FOUND");
+    expect((await rejection(p.plan(hfRef("hf:TheBloke/Tiny-GGUF:Q4_K")))).code).toBe("MODEL_FILE_NOT_FOUND");
   });
 
   test("two files matching the quantization are an ambiguity error listing both", async () => {
@@ -106,24 +107,24 @@ describe("reference forms and file choice", () => {
         { path: "a.Q8_0.gguf", size: 100, seed: 3 },
       ],
     });
-    const e = await rejection(prov().plan("hf:org/amb-GGUF"));
+    const e = await rejection(prov().plan(hfRef("hf:org/amb-GGUF")));
     expect(e.status).toBe(400);
     expect(e.code).toBe("AMBIGUOUS_MODEL_FILES");
     expect(e.details!.candidates).toEqual(["a.Q4_K_M.gguf", "b-Q4_K_M.gguf"]);
     expect(e.message).toContain("hf:org/amb-GGUF:<QUANT>");
     // the explicit quant is just as ambiguous; an exact file resolves it
-    expect((await rejection(prov().plan("hf:org/amb-GGUF:Q4_K_M"))).code).toBe("AMBIGUOUS_MODEL_FILES");
-    const exact = await prov().plan("hf:org/amb-GGUF/b-Q4_K_M.gguf");
+    expect((await rejection(prov().plan(hfRef("hf:org/amb-GGUF:Q4_K_M")))).code).toBe("AMBIGUOUS_MODEL_FILES");
+    const exact = await prov().plan(hfRef("hf:org/amb-GGUF/b-Q4_K_M.gguf"));
     expect(exact.files.map((f) => f.remote.path)).toEqual(["b-Q4_K_M.gguf"]);
   });
 
   test("no preferred quantization and several models: ambiguous, no substitute", async () => {
     hub.addRepo({ id: "org/odd-GGUF", files: [{ path: "m-IQ2_XS.gguf", size: 10 }, { path: "m-IQ3_M.gguf", size: 10 }] });
-    const e = await rejection(prov().plan("hf:org/odd-GGUF"));
+    const e = await rejection(prov().plan(hfRef("hf:org/odd-GGUF")));
     expect(e.code).toBe("AMBIGUOUS_MODEL_FILES");
     expect(e.details!.candidates).toEqual(["m-IQ2_XS.gguf", "m-IQ3_M.gguf"]);
     hub.addRepo({ id: "org/one-GGUF", files: [{ path: "only-IQ2_XS.gguf", size: 10 }] });
-    expect((await prov().plan("hf:org/one-GGUF")).files.map((f) => f.remote.path)).toEqual(["only-IQ2_XS.gguf"]);
+    expect((await prov().plan(hfRef("hf:org/one-GGUF"))).files.map((f) => f.remote.path)).toEqual(["only-IQ2_XS.gguf"]);
   });
 
   test("split GGUF shards are one model, taken together", async () => {
@@ -149,7 +150,7 @@ describe("reference forms and file choice", () => {
     // nested snapshot links are relative too
     expect(readlinkSync(r.files[1]!.local_path)).toStartWith("../../../blobs/");
     // naming one shard brings the whole set
-    const one = await p.plan("hf:org/big-GGUF/Q8_0/big-Q8_0-00002-of-00002.gguf");
+    const one = await p.plan(hfRef("hf:org/big-GGUF/Q8_0/big-Q8_0-00002-of-00002.gguf"));
     expect(one.files.map((f) => f.remote.path)).toEqual(["Q8_0/big-Q8_0-00001-of-00002.gguf", "Q8_0/big-Q8_0-00002-of-00002.gguf"]);
     expect(one.localPath.endsWith("big-Q8_0-00001-of-00002.gguf")).toBe(true);
   });
@@ -162,7 +163,7 @@ describe("reference forms and file choice", () => {
         { path: "m-Q4_K_M-00003-of-00003.gguf", size: 10 },
       ],
     });
-    const e = await rejection(prov().plan("hf:org/broken-GGUF"));
+    const e = await rejection(prov().plan(hfRef("hf:org/broken-GGUF")));
     expect(e.code).toBe("INCOMPLETE_SHARD_SET");
   });
 
@@ -171,7 +172,7 @@ describe("reference forms and file choice", () => {
     const r = await prov().download("hf:TheBloke/Tiny-GGUF/tiny.Q4_0.gguf");
     expect(r.files.map((f) => f.path)).toEqual(["tiny.Q4_0.gguf"]);
     expect(r.quantization).toBe("Q4_0");
-    const e = await rejection(prov().plan("hf:TheBloke/Tiny-GGUF/nope.gguf"));
+    const e = await rejection(prov().plan(hfRef("hf:TheBloke/Tiny-GGUF/nope.gguf")));
     expect(e.status).toBe(404);
     expect(e.code).toBe("MODEL_FILE_NOT_FOUND");
   });
@@ -211,7 +212,7 @@ describe("reference forms and file choice", () => {
 
   test("a repo with neither GGUF nor safetensors is refused with the file list", async () => {
     hub.addRepo({ id: "org/pt", files: [{ path: "pytorch_model.bin", size: 10 }, { path: "config.json", content: "{}" }] });
-    const e = await rejection(prov().plan("hf:org/pt"));
+    const e = await rejection(prov().plan(hfRef("hf:org/pt")));
     expect(e.status).toBe(400);
     expect(e.code).toBe("UNSUPPORTED_MODEL_FORMAT");
     expect(e.details!.files).toContain("pytorch_model.bin");
@@ -230,19 +231,19 @@ describe("reference forms and file choice", () => {
     expect(r.revision).toBe("v1.0");
     expect(r.size_bytes).toBe(900);
     expect(readFileSync(join(dir, "models", "models--org--rev-GGUF", "refs", "v1.0"), "utf8")).toBe(old);
-    const byCommit = await p.plan("hf:org/rev-GGUF", { revision: old });
+    const byCommit = await p.plan(hfRef("hf:org/rev-GGUF"), { revision: old });
     expect(byCommit.commit).toBe(old);
-    const e = await rejection(p.plan("hf:org/rev-GGUF", { revision: "v9" }));
+    const e = await rejection(p.plan(hfRef("hf:org/rev-GGUF"), { revision: "v9" }));
     expect(e.status).toBe(404);
     expect(e.code).toBe("REVISION_NOT_FOUND");
-    expect((await rejection(p.plan("hf:org/rev-GGUF", { revision: "../../etc" }))).code).toBe("INVALID_INPUT");
+    expect((await rejection(p.download("hf:org/rev-GGUF", { revision: "../../etc" }))).code).toBe("INVALID_INPUT"); // checked where the ref enters
   });
 
   test("tree listings are followed across Link pages", async () => {
     await hub.stop();
     hub = await FakeHub.start({ treePageSize: 2 });
     hub.addRepo(GGUF_REPO);
-    const r = await prov().plan("hf:TheBloke/Tiny-GGUF");
+    const r = await prov().plan(hfRef("hf:TheBloke/Tiny-GGUF"));
     expect(r.files.map((f) => f.remote.path)).toEqual(["tiny.Q4_K_M.gguf"]);
     expect(hub.log.filter((e) => e.path.includes("/tree/")).length).toBeGreaterThanOrEqual(4);
   });
@@ -271,17 +272,17 @@ describe("file: models", () => {
     symlinkSync(join(outside, "c.gguf"), join(extra, "sneaky.gguf"));
     const p = prov({ allowedRoots: [extra] });
 
-    const a = await p.registerLocal(`file:${join(models, "a.Q4_0.gguf")}`);
+    const a = await p.registerLocal(fileRef(`file:${join(models, "a.Q4_0.gguf")}`));
     expect(a).toMatchObject({ local_path: join(models, "a.Q4_0.gguf"), format: "gguf", quantization: "Q4_0" });
     expect(a.files).toEqual([
       { path: "a.Q4_0.gguf", local_path: join(models, "a.Q4_0.gguf"), size_bytes: 3, sha256: null, git_oid: null, blob_path: null },
     ]);
-    expect((await p.registerLocal(`file:${join(extra, "b.gguf")}`)).files[0]!.size_bytes).toBe(4);
-    const st = await p.registerLocal(`file:${join(extra, "st")}`);
+    expect((await p.registerLocal(fileRef(`file:${join(extra, "b.gguf")}`))).files[0]!.size_bytes).toBe(4);
+    const st = await p.registerLocal(fileRef(`file:${join(extra, "st")}`));
     expect(st.format).toBe("safetensors");
     expect(st.files.map((f) => f.path).sort()).toEqual(["config.json", "model.safetensors"]);
 
-    const err = (ref: string) => rejection(p.registerLocal(ref));
+    const err = (ref: string) => rejection(p.registerLocal(fileRef(ref)));
     expect((await err(`file:${join(outside, "c.gguf")}`)).code).toBe("INVALID_INPUT");
     expect((await err(`file:${join(extra, "sneaky.gguf")}`)).message).toContain("outside the allowed model roots");
     expect(await err(`file:${join(models, "missing.gguf")}`)).toMatchObject({ status: 404, code: "MODEL_NOT_FOUND" });
@@ -290,23 +291,23 @@ describe("file: models", () => {
 
 describe("hub errors and the token", () => {
   test("unknown repo → 404 MODEL_NOT_FOUND (also when the hub answers 401 + RepoNotFound)", async () => {
-    const e = await rejection(prov().plan("hf:nobody/nothing"));
+    const e = await rejection(prov().plan(hfRef("hf:nobody/nothing")));
     expect(e.status).toBe(404);
     expect(e.code).toBe("MODEL_NOT_FOUND");
     await hub.stop();
     hub = await FakeHub.start({ missingRepoStatus: 401 });
-    const e2 = await rejection(prov().plan("hf:nobody/nothing"));
+    const e2 = await rejection(prov().plan(hfRef("hf:nobody/nothing")));
     expect(e2.code).toBe("MODEL_NOT_FOUND");
     expect(e2.message).toContain("HF_TOKEN");
   });
 
   test("gated repo without/with a wrong token → 403 MODEL_GATED with a hint", async () => {
     hub.addRepo({ id: "meta/gated-GGUF", gated: { token: "hf_right" }, files: [{ path: "g.Q4_K_M.gguf", size: 1000 }] });
-    const e = await rejection(prov().plan("hf:meta/gated-GGUF"));
+    const e = await rejection(prov().plan(hfRef("hf:meta/gated-GGUF")));
     expect(e.status).toBe(403);
     expect(e.code).toBe("MODEL_GATED");
     expect(e.message).toContain("set HF_TOKEN");
-    const wrong = await rejection(prov({ token: "hf_wrong" }).plan("hf:meta/gated-GGUF"));
+    const wrong = await rejection(prov({ token: "hf_wrong" }).plan(hfRef("hf:meta/gated-GGUF")));
     expect(wrong.code).toBe("MODEL_GATED");
     expect(wrong.message).not.toContain("hf_wrong");
     expect(JSON.stringify(wrong.details)).not.toContain("hf_wrong");
@@ -340,8 +341,8 @@ describe("hub errors and the token", () => {
   });
 
   test("a dead hub is HUB_UNREACHABLE after the retries", async () => {
-    const p = new Provisioner({ modelsDir: join(dir, "models"), endpoint: "http://127.0.0.1:1", maxRetries: 2, retryBaseMs: 1 });
-    const e = await rejection(p.plan("hf:org/x"));
+    const p = new Provisioner({ ...modelDefaults().provisioner, modelsDir: join(dir, "models"), endpoint: "http://127.0.0.1:1", maxRetries: 2, retryBaseMs: 1 });
+    const e = await rejection(p.plan(hfRef("hf:org/x")));
     expect(e.status).toBe(502);
     expect(e.code).toBe("HUB_UNREACHABLE");
     expect(e.details!.attempts).toBe(3);

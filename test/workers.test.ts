@@ -42,6 +42,14 @@ describe("spawn → ready → list", () => {
     expect(loading).toMatchObject({ state: "loading", phase: "starting", ready_at: null, slots_available: 0 });
   });
 
+  test("a device index sent as a decimal string is taken as the number", async () => {
+    const h = await hive({ workerEnv: { FAKE_WORKER_NO_CALLBACK: "1" } });
+    const res = await h.api("/v1/workers/spawn", { json: { model_ref: h.modelRef, backend: "cpu", device: "1" } });
+    expect(res.status).toBe(200);
+    const { worker_id }: any = await res.json();
+    expect(((await (await h.api(`/v1/workers/${worker_id}`)).json()) as any).device).toBe(1);
+  });
+
   test("becomes idle; list has the upstream WorkerInfo shape plus the hive's fields", async () => {
     const h = await hive();
     const spawned = await h.spawn();

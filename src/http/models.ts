@@ -2,24 +2,22 @@
 import { Elysia, t } from "elysia";
 import type { DownloadTracker } from "../models/download-tracker.ts";
 import type { ModelService } from "../models/model-service.ts";
-import { CatalogEntry, DownloadJobInfo } from "../models/model-catalog/types.ts";
-import { ErrorResponse, Field, errorResponses, streamedResponse } from "./schemas.ts";
+import { CatalogEntry } from "../models/model-catalog/types.ts";
+import { DownloadAnswer, DownloadJobInfo, DownloadList, DownloadRequest, ModelList, ModelQuery, RemovedModel } from "../models/schemas.ts";
+import { ErrorResponse, errorResponses, namedModels, streamedResponse } from "./schemas.ts";
 import { notFound } from "../shared/errors.ts";
 import { lastEventId, sseResponse } from "./sse.ts";
 import type { ServerRef } from "./server-ref.ts";
 
-const DownloadBody = t.Object({
-  model_ref: Field.modelRef("hf:org/repo, hf:org/repo:Q4_K_M, hf:org/repo/path/file.gguf or file:/abs/path"),
-  revision: t.Optional(Field.revision()),
-});
-const DownloadResponse = t.Object({
-  download_id: t.String({ description: '"cached" when the model is already in the catalog' }),
-  local_path: t.Union([t.String(), t.Null()]),
-  model_ref: t.String(),
-  joined: t.Boolean({ description: "true when this request joined a download already running" }),
-});
-const ModelQuery = t.Object({ model_ref: Field.modelRef(), revision: t.Optional(Field.revision()) });
 const DownloadId = t.String({ minLength: 1, maxLength: 128, description: "download id (uuid)" });
+const PurgeQuery = t.Object({
+  purge: t.Optional(
+    t.Union([t.Literal("true"), t.Literal("false"), t.Literal("1"), t.Literal("0")], {
+      description: "true: also delete the partial files",
+      error: "query parameter purge: must be true, false, 1 or 0",
+    }),
+  ),
+});
 
 export const modelsController = (
   models: ModelService,
@@ -27,9 +25,10 @@ export const modelsController = (
   opts: { keepAliveMs: number; shutdown: AbortSignal; server: ServerRef },
 ) =>
   new Elysia({ name: "hive.models" })
-    .post("/v1/models/download", ({ body }) => models.download(body.model_ref, body.revision), {
-      body: DownloadBody,
-      response: { 200: DownloadResponse, ...errorResponses },
+    .model(namedModels({ DownloadRequest, DownloadAnswer, DownloadJobInfo, DownloadList, CatalogEntry, ModelList, RemovedModel }))
+    .post("/v1/models/download", ({ body }) => models.download(body), {
+      body: "DownloadRequest",
+      response: { 200: "DownloadAnswer", ...errorResponses },
       detail: {
         tags: ["models"],
         summary: "Start (or join) a model download; answers at once with the download id",
@@ -70,7 +69,7 @@ export const modelsController = (
       },
     )
     .get("/v1/models/downloads", () => ({ downloads: tracker.list() }), {
-      response: { 200: t.Object({ downloads: t.Array(DownloadJobInfo) }), ...errorResponses },
+      response: { 200: "DownloadList", ...errorResponses },
       detail: { tags: ["models"], summary: "Running and recently finished downloads" },
     })
     .delete(
@@ -78,21 +77,17 @@ export const modelsController = (
       ({ params, query }) => tracker.cancel(params.id, { purge: query.purge === "true" || query.purge === "1" }),
       {
         params: t.Object({ id: DownloadId }),
-        query: t.Object({ purge: t.Optional(t.Union([t.Literal("true"), t.Literal("false"), t.Literal("1"), t.Literal("0")], { description: "true: also delete the partial files", error: "query parameter purge: must be true, false, 1 or 0" })) }),
-        response: { 200: DownloadJobInfo, ...errorResponses },
+        query: PurgeQuery,
+        response: { 200: "DownloadJobInfo", ...errorResponses },
         detail: { tags: ["models"], summary: "Cancel a download; partial files are kept for resume unless ?purge=true" },
       },
     )
     .get("/v1/models", () => ({ models: models.list() }), {
-      response: { 200: t.Object({ models: t.Array(CatalogEntry) }), ...errorResponses },
+      response: { 200: "ModelList", ...errorResponses },
       detail: { tags: ["models"], summary: "Models in the catalog (complete and verified on disk)" },
     })
-    .delete("/v1/models", ({ query }) => models.remove(query.model_ref, query.revision), {
+    .delete("/v1/models", ({ query }) => models.remove(query), {
       query: ModelQuery,
-      response: {
-        200: t.Object({ model_ref: t.String(), removed: t.Literal(true), freed_bytes: t.Integer() }),
-        ...errorResponses,
-        409: ErrorResponse,
-      },
+      response: { 200: "RemovedModel", ...errorResponses, 409: ErrorResponse },
       detail: { tags: ["models"], summary: "Unregister a model and delete its downloaded files; 409 while a worker uses it" },
     });

@@ -1,4 +1,6 @@
-import { t } from "elysia";
+import { replaceSchemaType, t } from "elysia";
+import { CloneType, Kind, OptionalKind, Type, type TSchema } from "@sinclair/typebox";
+import { Field as SharedField } from "../shared/fields.ts";
 
 /** The error body every failure uses. */
 export const ErrorResponse = t.Object({
@@ -25,26 +27,33 @@ export const streamedResponse = (contentType: string, description: string) => ({
 });
 
 /**
- * Bounded fields, one definition each: every number and string a caller sends has limits, so bad
- * input is refused at the edge with the field named, before any work starts.
+ * The bounded fields (src/shared/fields.ts), plus the one only a route has: a query parameter,
+ * whose errors carry no field name, so it brings its own message.
  */
 export const Field = {
-  modelRef: (description = 'e.g. "hf:TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF" or "file:/abs/path.gguf"') =>
-    t.String({ minLength: 1, maxLength: 512, description }),
-  identifier: (description: string) => t.String({ minLength: 1, maxLength: 64, description }),
-  workerId: () => t.String({ minLength: 1, maxLength: 128, description: "worker-<uuid v4>" }),
-  /** Device index on the host (GPU ordinal); hosts have far fewer than 256. */
-  device: () => t.Integer({ minimum: 0, maximum: 255 }),
-  revision: () => t.String({ minLength: 1, maxLength: 255, description: "branch, tag or commit (default main)" }),
-  url: () => t.String({ maxLength: 2048 }),
-  /** RFC 3339 date-time as upstream workers send it (chrono's to_rfc3339). */
-  timestamp: () =>
-    t.String({
-      maxLength: 64,
-      pattern: "^\\d{4}-\\d{2}-\\d{2}[Tt ]\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?([Zz]|[+-]\\d{2}:\\d{2})$",
-      error: "timestamp: Expected string to match 'RFC 3339 date-time, e.g. 2026-11-30T12:00:00Z'",
-    }),
-  /** A query parameter that is a bounded integer: its own message, since query errors carry no field name. */
+  ...SharedField,
   queryInteger: (name: string, minimum: number, maximum: number) =>
     t.Integer({ minimum, maximum, error: `query parameter ${name}: must be an integer from ${minimum} to ${maximum}` }),
 };
+
+/**
+ * A service's request schema (plain TypeBox) as a route validates it: integer fields take Elysia's
+ * form, which also accepts the decimal string ("0") that these routes have always accepted.
+ */
+export function wireRequest<T extends TSchema>(schema: T): T {
+  return replaceSchemaType(schema, {
+    from: Type.Integer(),
+    to: (s) => {
+      const { [Kind]: _kind, [OptionalKind]: optional, type: _type, ...options } = s as TSchema & { [OptionalKind]?: unknown };
+      const wide = t.Integer(options);
+      return optional ? t.Optional(wide) : wide;
+    },
+  }) as T;
+}
+
+/**
+ * Schemas registered by name (`.model()`): named components in /openapi/json. Registered as
+ * copies, since Elysia writes `$id` into what it registers and the services share the originals.
+ */
+export const namedModels = <M extends Record<string, TSchema>>(models: M): M =>
+  Object.fromEntries(Object.entries(models).map(([name, schema]) => [name, CloneType(schema)])) as M;

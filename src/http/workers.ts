@@ -1,96 +1,92 @@
 /** Worker routes: thin — validate, call the lifecycle manager, shape the answer. */
 import { Elysia, t } from "elysia";
-import { WorkerInfo, type WorkerRegistry } from "../workers/registry.ts";
+import { unknownWorker, type WorkerRegistry, type WorkerSnapshot } from "../workers/registry.ts";
 import type { WorkerLifecycleManager } from "../workers/worker-lifecycle.ts";
-import { notFound } from "../shared/errors.ts";
-import { ErrorResponse, Field, MessageResponse, errorResponses } from "./schemas.ts";
+import {
+  Heartbeat,
+  ReadyCallback,
+  SpawnRequest,
+  SpawnResponse,
+  StopRequest,
+  StopResponse,
+  WorkerInfo,
+  WorkerList,
+  WorkerLogs,
+} from "../workers/schemas.ts";
+import { ErrorResponse, Field, MessageResponse, errorResponses, namedModels, wireRequest } from "./schemas.ts";
 
-const SpawnBody = t.Object({
-  model_ref: Field.modelRef(),
-  backend: Field.identifier("cpu | cuda | metal (as the profile allows)"),
-  device: Field.device(),
-  model_path: t.Optional(t.String({ maxLength: 4096, description: "upstream field, ignored" })),
-  profile: t.Optional(Field.identifier("hive addition: worker profile name")),
-  revision: t.Optional(Field.revision()),
-});
-const SpawnResponse = t.Object({ worker_id: t.String(), url: t.String(), state: t.Literal("loading") });
-const ReadyBody = t.Object({
-  worker_id: Field.workerId(),
-  url: t.Optional(Field.url()),
-  model_ref: t.Optional(Field.modelRef()),
-  backend: t.Optional(Field.identifier("backend the worker runs")),
-  device: t.Optional(Field.device()),
-});
-const HeartbeatBody = t.Object({
-  worker_id: Field.workerId(),
-  timestamp: t.Optional(Field.timestamp()),
-  health_status: t.Optional(t.String({ minLength: 1, maxLength: 32, description: '"healthy" | "degraded"' })),
-});
-const WorkerIdBody = t.Object({ worker_id: Field.workerId() });
+/** A registry snapshot as the answer: it is only serialized, so its read-only typing ends here. */
+const wire = (w: WorkerSnapshot) => w as WorkerInfo;
+
 const IdParams = t.Object({ id: Field.workerId() });
-const StopResponse = t.Object({ message: t.String(), worker: WorkerInfo });
+const LogsQuery = t.Object({ tail: t.Optional(Field.queryInteger("tail", 1, 10000)) });
 
 export const workersController = (lifecycle: WorkerLifecycleManager, registry: WorkerRegistry) => {
   const find = (id: string) => {
     const w = registry.get(id);
-    if (!w) throw notFound("WORKER_NOT_FOUND", `no worker ${id} is known to this hive`);
-    return w;
+    if (!w) throw unknownWorker(id);
+    return wire(w);
   };
-  const heartbeat = ({ body }: { body: typeof HeartbeatBody.static }) => lifecycle.heartbeat(body);
+  const heartbeat = ({ body }: { body: Heartbeat }) => lifecycle.heartbeat(body);
   const heartbeatHook = {
-    body: HeartbeatBody,
+    body: "Heartbeat" as const,
     response: { 200: MessageResponse, ...errorResponses },
     detail: { tags: ["workers"], summary: "Worker heartbeat (no Bearer needed for a worker this hive spawned)" },
   };
   return new Elysia({ name: "hive.workers" })
+    .model(
+      namedModels({
+        SpawnRequest: wireRequest(SpawnRequest),
+        SpawnResponse,
+        ReadyCallback: wireRequest(ReadyCallback),
+        Heartbeat: wireRequest(Heartbeat),
+        StopRequest: wireRequest(StopRequest),
+        StopResponse,
+        WorkerInfo,
+        WorkerList,
+        WorkerLogs,
+      }),
+    )
     .post("/v1/workers/spawn", ({ body }) => lifecycle.spawn(body), {
-      body: SpawnBody,
-      response: { 200: SpawnResponse, ...errorResponses, 409: ErrorResponse, 503: ErrorResponse, 507: ErrorResponse },
+      body: "SpawnRequest",
+      response: { 200: "SpawnResponse", ...errorResponses, 409: ErrorResponse, 503: ErrorResponse, 507: ErrorResponse },
       detail: { tags: ["workers"], summary: "Spawn a worker; answers at once with state loading" },
     })
     .post("/v1/workers/ready", ({ body }) => lifecycle.readyCallback(body), {
-      body: ReadyBody,
+      body: "ReadyCallback",
       response: { 200: MessageResponse, ...errorResponses },
       detail: { tags: ["workers"], summary: "Worker ready callback (no Bearer needed for a loading worker this hive spawned)" },
     })
-    .get("/v1/workers/list", () => ({ workers: registry.list() }), {
-      response: { 200: t.Object({ workers: t.Array(WorkerInfo) }), ...errorResponses },
+    .get("/v1/workers/list", () => ({ workers: registry.list().map(wire) }), {
+      response: { 200: "WorkerList", ...errorResponses },
       detail: { tags: ["workers"], summary: "Live workers (upstream WorkerInfo shape plus hive fields)" },
     })
     .get("/v1/workers/:id", ({ params }) => find(params.id), {
       params: IdParams,
-      response: { 200: WorkerInfo, ...errorResponses },
+      response: { 200: "WorkerInfo", ...errorResponses },
       detail: { tags: ["workers"], summary: "One worker; a gone worker's final record stays readable for a while" },
     })
-    .post(
-      "/v1/workers/stop",
-      async ({ body }) => ({ message: "Worker stopped", worker: await lifecycle.stop(body.worker_id) }),
-      {
-        body: WorkerIdBody,
-        response: { 200: StopResponse, ...errorResponses },
-        detail: { tags: ["workers"], summary: "Graceful stop (SIGTERM, grace, SIGKILL); answers when the process is gone" },
-      },
-    )
-    .delete("/v1/workers/:id", ({ params }) => lifecycle.stop(params.id), {
+    .post("/v1/workers/stop", async ({ body }) => ({ message: "Worker stopped", worker: wire(await lifecycle.stop(body.worker_id)) }), {
+      body: "StopRequest",
+      response: { 200: "StopResponse", ...errorResponses },
+      detail: { tags: ["workers"], summary: "Graceful stop (SIGTERM, grace, SIGKILL); answers when the process is gone" },
+    })
+    .delete("/v1/workers/:id", async ({ params }) => wire(await lifecycle.stop(params.id)), {
       params: IdParams,
-      response: { 200: WorkerInfo, ...errorResponses },
+      response: { 200: "WorkerInfo", ...errorResponses },
       detail: { tags: ["workers"], summary: "Graceful stop; answers with the final record when the process is gone" },
     })
-    .post("/v1/workers/:id/restart", ({ params }) => lifecycle.restart(params.id), {
+    .post("/v1/workers/:id/restart", async ({ params }) => wire(await lifecycle.restart(params.id)), {
       params: IdParams,
-      response: { 200: WorkerInfo, ...errorResponses, 409: ErrorResponse },
+      response: { 200: "WorkerInfo", ...errorResponses, 409: ErrorResponse },
       detail: { tags: ["workers"], summary: "Restart now (also the operator's retry of a crash-looping worker)" },
     })
-    .get(
-      "/v1/workers/:id/logs",
-      ({ params, query }) => ({ worker_id: params.id, lines: lifecycle.logs(params.id, query.tail ?? 100) }),
-      {
-        params: IdParams,
-        query: t.Object({ tail: t.Optional(Field.queryInteger("tail", 1, 10000)) }),
-        response: { 200: t.Object({ worker_id: t.String(), lines: t.Array(t.String()) }), ...errorResponses },
-        detail: { tags: ["workers"], summary: "Last lines of the worker's output (stdout and stderr)" },
-      },
-    )
+    .get("/v1/workers/:id/logs", ({ params, query }) => ({ worker_id: params.id, lines: lifecycle.logs(params.id, query.tail ?? 100) }), {
+      params: IdParams,
+      query: LogsQuery,
+      response: { 200: "WorkerLogs", ...errorResponses },
+      detail: { tags: ["workers"], summary: "Last lines of the worker's output (stdout and stderr)" },
+    })
     .post("/v1/heartbeat", heartbeat, heartbeatHook)
     // Upstream workers build this path by mistake (protocol §3): served as an alias.
     .post("/v1/workers/ready/v1/heartbeat", heartbeat, heartbeatHook);

@@ -1,28 +1,16 @@
 /**
- * Turns a spawn's model_ref into a local model path, or a download to wait for. Cheap checks of
- * the reference run first (before the binary lookup and any hub traffic); the model source
- * (catalog + download tracker) does the rest.
+ * The models area's side of the spawn port (src/shared/model-source.ts): `validate` parses the
+ * model_ref once and checks a `file:` path against the allowed roots (cheap, before the binary
+ * lookup and any hub traffic); `resolve` hands the parsed ref to the model service (catalog +
+ * download tracker).
  */
-import { HiveError } from "../shared/errors.ts";
-import { splitModelRef, validatePathUnderRoots } from "../shared/input-validation.ts";
-import { parseModelRef } from "./model-catalog/model-ref.ts";
+import { validatePathUnderRoots } from "../shared/input-validation.ts";
+import type { ModelResolver, ResolvedModel } from "../shared/model-source.ts";
+import { parseModelRef, type ParsedModelRef } from "./model-catalog/model-ref.ts";
 
-export type ResolvedModel =
-  | { kind: "local"; path: string }
-  | { kind: "downloading"; downloadId: string; done: Promise<string> };
-
-export interface ModelResolver {
-  /**
-   * Cheap checks of the reference alone (provider, path roots), before anything else happens.
-   * Returns the canonical ref (one spelling per `file:` path) that the worker record keeps.
-   */
-  validate(modelRef: string): string;
-  resolve(modelRef: string, opts?: { revision?: string }): Promise<ResolvedModel>;
-}
-
-/** The catalog/download side: `file:` refs are registered, `hf:` refs found or downloaded. */
+/** What resolve() delegates to (the ModelService). */
 export interface ModelSource {
-  resolve(modelRef: string, opts?: { revision?: string }): Promise<ResolvedModel>;
+  resolve(ref: ParsedModelRef, opts?: { revision?: string }): Promise<ResolvedModel>;
 }
 
 export interface ModelResolverOptions {
@@ -31,22 +19,14 @@ export interface ModelResolverOptions {
   source: ModelSource;
 }
 
-export function createModelResolver(opts: ModelResolverOptions): ModelResolver {
+export function createModelResolver(opts: ModelResolverOptions): ModelResolver<ParsedModelRef> {
   const roots = [opts.modelsDir, ...opts.allowedRoots];
   return {
     validate(modelRef) {
-      const { provider } = splitModelRef(modelRef);
-      if (provider !== "hf" && provider !== "file") {
-        throw new HiveError(400, "UNSUPPORTED_PROVIDER", `unknown model provider "${provider}"; use hf: or file:`);
-      }
-      if (provider === "hf") return modelRef; // the tracker parses it fully
       const parsed = parseModelRef(modelRef);
       if (parsed.provider === "file") validatePathUnderRoots(parsed.path, roots, "model_ref");
-      return parsed.modelRef;
+      return parsed;
     },
-    async resolve(modelRef, resolveOpts) {
-      this.validate(modelRef);
-      return opts.source.resolve(modelRef, resolveOpts);
-    },
+    resolve: (ref, resolveOpts) => opts.source.resolve(ref, resolveOpts),
   };
 }

@@ -1,22 +1,21 @@
 /**
  * Models on this host: the catalog, downloads through the tracker, deletion, and the `hf:`/`file:`
  * source that spawn uses (a model not in the catalog starts or joins its download).
+ * The routes' model_ref and revision are parsed here, once; spawn's arrive parsed (model-resolver.ts).
  */
 import type { CatalogEntry, ModelCatalog } from "./model-catalog/catalog.ts";
-import { canonicalModelRef } from "./model-catalog/model-ref.ts";
+import { optionalRevision, parseModelRef, type ParsedModelRef } from "./model-catalog/model-ref.ts";
 import type { DownloadTracker } from "./download-tracker.ts";
-import type { ModelSource, ResolvedModel } from "./model-resolver.ts";
+import type { ModelSource } from "./model-resolver.ts";
+import type { DownloadAnswer, DownloadRequest, ModelQuery, RemovedModel } from "./schemas.ts";
 import { removeModelFiles } from "./provisioner/remove.ts";
-import type { WorkerRegistry } from "../workers/registry.ts";
+import type { ResolvedModel } from "../shared/model-source.ts";
 import { conflict, errorMessage, notFound } from "../shared/errors.ts";
 import type { Logger } from "../shared/logger.ts";
 
-export interface DownloadAnswer {
-  download_id: string;
-  local_path: string | null;
-  /** Hive additions. */
-  model_ref: string;
-  joined: boolean;
+/** The workers on this host as far as models care (the worker registry): a model in use is not deleted. */
+export interface ModelUsers {
+  list(): ReadonlyArray<{ readonly id: string; readonly model_ref: string }>;
 }
 
 export class ModelService implements ModelSource {
@@ -24,30 +23,30 @@ export class ModelService implements ModelSource {
     private readonly d: {
       catalog: ModelCatalog;
       tracker: DownloadTracker;
-      registry: WorkerRegistry;
+      registry: ModelUsers;
       modelsDir: string;
       logger: Logger;
     },
   ) {}
 
   /** Upstream answer: `{"download_id","local_path":null}`, or `"cached"` with the path. */
-  async download(givenRef: string, revision?: string): Promise<DownloadAnswer> {
-    const modelRef = canonicalModelRef(givenRef);
-    const r = await this.d.tracker.start(modelRef, { revision });
-    if (r.cached) return { download_id: "cached", local_path: r.local_path, model_ref: modelRef, joined: false };
-    return { download_id: r.job.id, local_path: null, model_ref: modelRef, joined: r.joined };
+  async download(req: DownloadRequest): Promise<DownloadAnswer> {
+    const ref = parseModelRef(req.model_ref);
+    const r = await this.d.tracker.start(ref, { revision: optionalRevision(req.revision) });
+    if (r.cached) return { download_id: "cached", local_path: r.local_path, model_ref: ref.modelRef, joined: false };
+    return { download_id: r.job.id, local_path: null, model_ref: ref.modelRef, joined: r.joined };
   }
 
   /** For spawn: a local path now, or a download to wait for (never blocks on the transfer). */
-  async resolve(givenRef: string, opts: { revision?: string } = {}): Promise<ResolvedModel> {
-    const modelRef = canonicalModelRef(givenRef);
-    const r = await this.d.tracker.start(modelRef, { revision: opts.revision });
+  async resolve(ref: ParsedModelRef, opts: { revision?: string } = {}): Promise<ResolvedModel> {
+    const revision = optionalRevision(opts.revision);
+    const r = await this.d.tracker.start(ref, { revision });
     if (r.cached) {
-      this.touch(modelRef, opts.revision);
+      this.touch(ref.modelRef, revision);
       return { kind: "local", path: r.local_path };
     }
     const done = this.d.tracker.whenDone(r.job.id).then((entry) => {
-      this.touch(modelRef, opts.revision);
+      this.touch(ref.modelRef, revision);
       return entry.local_path;
     });
     return { kind: "downloading", downloadId: r.job.id, done };
@@ -75,8 +74,9 @@ export class ModelService implements ModelSource {
    * Unregister a model and delete its downloaded files (files of `file:` models are the
    * operator's and stay). 409 while a worker uses it.
    */
-  remove(givenRef: string, revision?: string): { model_ref: string; removed: true; freed_bytes: number } {
-    const modelRef = canonicalModelRef(givenRef);
+  remove(query: ModelQuery): RemovedModel {
+    const { revision } = query;
+    const modelRef = parseModelRef(query.model_ref).modelRef;
     const entry = this.d.catalog.get(modelRef, revision);
     if (!entry) throw notFound("MODEL_NOT_FOUND", `model ${modelRef}${revision ? `@${revision}` : ""} is not in the catalog`);
     const users = this.d.registry.list().filter((w) => w.model_ref === modelRef);

@@ -5,13 +5,10 @@
 import type { HttpClient } from "../shared/http-client.ts";
 import type { Logger } from "../shared/logger.ts";
 import { errorMessage } from "../shared/errors.ts";
+import type { WorkerInfo } from "../workers/schemas.ts";
 
-export interface ReadyWorker {
-  id: string;
-  url: string;
-  model_ref: string;
-  backend: string;
-}
+/** What the forward needs of a worker's record. */
+export type ReadyWorker = Pick<WorkerInfo, "id" | "url" | "model_ref" | "backend">;
 
 export class QueenNotifier {
   constructor(

@@ -17,12 +17,13 @@
  *
  * Imports nothing outside src/shared (plus node builtins) so any layer can use it.
  */
-import { accessSync, closeSync, constants as fsConstants, mkdirSync, openSync, statSync } from "node:fs";
+import { accessSync, constants as fsConstants, statSync } from "node:fs";
 import { constants as osConstants } from "node:os";
-import { dirname, resolve as resolvePath } from "node:path";
+import { resolve as resolvePath } from "node:path";
+import { AppendLog, LineRing, pumpLines, type OutputStream } from "./child-output.ts";
 import { HiveError, errorMessage } from "./errors.ts";
 
-export type OutputStream = "stdout" | "stderr";
+export type { OutputStream };
 
 export interface SpawnOptions {
   /** Used in the echo prefix "[id] " and in error messages. */
@@ -88,43 +89,6 @@ export const DEFAULT_RING_LINES = 500;
  * a pipe open forever, and must not delay the exit notification.
  */
 export const OUTPUT_DRAIN_MS = 200;
-/** A "line" longer than this (no newline in sight) is cut into pieces to bound memory. */
-export const MAX_LINE_CHARS = 64 * 1024;
-
-// ---------------------------------------------------------------------------------------------
-// Ring buffer of tagged lines
-
-interface TaggedLine {
-  stream: OutputStream;
-  line: string;
-}
-
-class LineRing {
-  private readonly buf: (TaggedLine | undefined)[];
-  private next = 0;
-  private size = 0;
-
-  constructor(private readonly capacity: number) {
-    this.buf = new Array<TaggedLine | undefined>(capacity);
-  }
-
-  push(entry: TaggedLine): void {
-    if (this.capacity === 0) return;
-    this.buf[this.next] = entry;
-    this.next = (this.next + 1) % this.capacity;
-    if (this.size < this.capacity) this.size++;
-  }
-
-  /** Last n matching lines, oldest first. */
-  tail(n: number, stream: OutputStream | "all"): string[] {
-    const out: string[] = [];
-    for (let k = 1; k <= this.size && out.length < n; k++) {
-      const e = this.buf[(this.next - k + this.capacity) % this.capacity];
-      if (e && (stream === "all" || e.stream === stream)) out.push(e.line);
-    }
-    return out.reverse();
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -180,127 +144,27 @@ function buildEnv(extra: Record<string, string | undefined> | undefined): Record
   return env;
 }
 
-/**
- * Append-only log sink. `Bun.file(path).writer()` writes from offset 0 *over* the old content
- * (neither truncates nor appends), so we open the fd ourselves with O_APPEND.
- */
-class AppendLog {
-  private readonly fd: number;
-  private readonly sink: Bun.FileSink;
-  private closed = false;
-
-  constructor(path: string) {
-    mkdirSync(dirname(path), { recursive: true });
-    this.fd = openSync(path, "a");
-    this.sink = Bun.file(this.fd).writer();
-  }
-
-  write(line: string): void {
-    if (this.closed) return;
-    try {
-      this.sink.write(line + "\n");
-    } catch {
-      // A full disk must not take the supervisor down; the ring buffer still has the lines.
-    }
-  }
-
-  flush(): void {
-    if (this.closed) return;
-    try {
-      void Promise.resolve(this.sink.flush()).catch(() => {});
-    } catch {
-      /* see write() */
-    }
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    try {
-      await this.sink.end();
-    } catch {
-      /* see write() */
-    }
-    // FileSink.end() on an fd-backed file does not close the fd.
-    try {
-      closeSync(this.fd);
-    } catch {
-      /* already closed */
-    }
-  }
-}
-
-/**
- * Read a byte stream, split it into lines (partial lines are carried over, a final line without
- * newline is still delivered, "\r\n" is accepted), call onLine for each and onChunkDone after each
- * chunk. Resolves at EOF or when cancelled; never rejects.
- */
-function pumpLines(
-  stream: ReadableStream<Uint8Array>,
-  onLine: (line: string) => void,
-  onChunkDone: () => void,
-): { done: Promise<void>; cancel: () => void } {
-  const reader = stream.getReader();
-  const decoder = new TextDecoder();
-  let partial = "";
-  const emit = (line: string) => onLine(line.endsWith("\r") ? line.slice(0, -1) : line);
-  const done = (async () => {
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        partial += decoder.decode(value, { stream: true });
-        const parts = partial.split("\n");
-        partial = parts.pop() ?? "";
-        for (const p of parts) emit(p);
-        while (partial.length > MAX_LINE_CHARS) {
-          emit(partial.slice(0, MAX_LINE_CHARS));
-          partial = partial.slice(MAX_LINE_CHARS);
-        }
-        onChunkDone();
-      }
-    } catch {
-      // Read error or cancel: treat as EOF.
-    }
-    partial += decoder.decode();
-    if (partial.length > 0) emit(partial);
-    partial = "";
-  })();
-  return {
-    done,
-    cancel: () => {
-      reader.cancel().catch(() => {});
-    },
-  };
-}
-
 // ---------------------------------------------------------------------------------------------
 // The supervisor
+
+/** What the exit callback and the handle share (Bun's onExit may fire before Bun.spawn returns). */
+interface ExitState {
+  hasExited: boolean;
+  /** stop() was called before the exit: the exit is marked requested. */
+  stopRequested: boolean;
+  /** The exit record, set once the output is drained. */
+  record: ChildExit | null;
+}
 
 export const spawnSupervised: Spawner = (opts) => {
   const cwd = opts.cwd ?? process.cwd();
   const env = buildEnv(opts.env);
   const exe = resolveExecutable(opts.command[0], cwd, env.PATH);
-  try {
-    if (!statSync(cwd).isDirectory()) throw new Error("not a directory");
-  } catch (e) {
-    throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot spawn ${opts.id}: bad working directory ${cwd}: ${errorMessage(e)}`);
-  }
-
+  requireDirectory(cwd, opts.id);
   const ring = new LineRing(Math.max(0, Math.floor(opts.ringLines ?? DEFAULT_RING_LINES)));
-  let log: AppendLog | undefined;
-  if (opts.logFile) {
-    try {
-      log = new AppendLog(opts.logFile);
-    } catch (e) {
-      throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot open log file ${opts.logFile} for ${opts.id}: ${errorMessage(e)}`);
-    }
-  }
+  const log = openLog(opts);
 
-  // State shared with onExit, which may fire before Bun.spawn's caller sees `proc`.
-  let hasExited = false;
-  let stopRequested = false;
-  let exitRecord: ChildExit | null = null;
+  const state: ExitState = { hasExited: false, stopRequested: false, record: null };
   let resolveExited!: (e: ChildExit) => void;
   const exited = new Promise<ChildExit>((r) => (resolveExited = r));
   // onExit could in theory fire before the handler below is installed; remember it then.
@@ -309,44 +173,99 @@ export const spawnSupervised: Spawner = (opts) => {
     earlyExit = [code, sig];
   };
 
-  let proc: Bun.Subprocess<"ignore", "pipe", "pipe">;
+  const proc = startProcess(opts.id, [exe, ...opts.command.slice(1)], cwd, env, log, (code, sig) => onExitSeen(code, sig));
+  const killGroup = (sig: NodeJS.Signals) => signalGroup(proc, sig, state.hasExited);
+  const onLine = lineFanOut(opts, ring, log);
+  // Flush the log after each chunk (not each line) so it is near-real-time but cheap.
+  const flushLog = () => log?.flush();
+  const pumps = [
+    pumpLines(proc.stdout, (l) => onLine("stdout", l), flushLog),
+    pumpLines(proc.stderr, (l) => onLine("stderr", l), flushLog),
+  ];
+
+  onExitSeen = (code, sig) => {
+    if (state.hasExited) return;
+    state.hasExited = true;
+    const record: ChildExit = { code: sig ? null : code, signal: sig, requested: state.stopRequested, at: Date.now() };
+    // No grandchild survives its parent. The pgid stays reserved while any member lives, so
+    // this cannot hit an unrelated group unless the group is already empty (then ESRCH).
+    killGroup("SIGKILL");
+    void drainOutput(pumps, log).then(() => {
+      state.record = record;
+      resolveExited(record);
+    });
+  };
+  if (earlyExit) onExitSeen(...earlyExit);
+
+  return childHandle({ id: opts.id, pid: proc.pid, state, exited, killGroup, ring });
+};
+
+function requireDirectory(cwd: string, id: string): void {
   try {
-    proc = Bun.spawn([exe, ...opts.command.slice(1)], {
+    if (!statSync(cwd).isDirectory()) throw new Error("not a directory");
+  } catch (e) {
+    throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot spawn ${id}: bad working directory ${cwd}: ${errorMessage(e)}`);
+  }
+}
+
+function openLog(opts: SpawnOptions): AppendLog | undefined {
+  if (!opts.logFile) return undefined;
+  try {
+    return new AppendLog(opts.logFile);
+  } catch (e) {
+    throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot open log file ${opts.logFile} for ${opts.id}: ${errorMessage(e)}`);
+  }
+}
+
+type ChildProcess = Bun.Subprocess<"ignore", "pipe", "pipe">;
+
+function startProcess(
+  id: string,
+  argv: string[],
+  cwd: string,
+  env: Record<string, string>,
+  log: AppendLog | undefined,
+  onExit: (code: number | null, sig: string | null) => void,
+): ChildProcess {
+  try {
+    return Bun.spawn(argv, {
       cwd,
       env,
       stdin: "ignore",
       stdout: "pipe",
       stderr: "pipe",
       detached: true, // setsid(): the child leads its own process group (pgid == pid)
-      onExit: (_p, code, sig) => onExitSeen(code, signalName(sig)),
+      onExit: (_p, code, sig) => onExit(code, signalName(sig)),
     });
   } catch (e) {
     void log?.close();
-    throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot spawn ${opts.id} (${exe}): ${errorMessage(e)}`);
+    throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot spawn ${id} (${argv[0]}): ${errorMessage(e)}`);
   }
-  const pid = proc.pid;
+}
 
-  /** Signal the whole group; ESRCH (group gone) is ignored. Returns false if nothing was signalled. */
-  const killGroup = (sig: NodeJS.Signals): boolean => {
-    try {
-      process.kill(-pid, sig);
-      return true;
-    } catch (e) {
-      if (!isErrno(e, "ESRCH")) return false;
-      // No such group: fall back to the child itself, in case it is still alive.
-      if (!hasExited) {
-        try {
-          proc.kill(sig);
-          return true;
-        } catch {
-          /* gone */
-        }
+/** Signal the whole group; ESRCH (group gone) is ignored. Returns false if nothing was signalled. */
+function signalGroup(proc: ChildProcess, sig: NodeJS.Signals, childExited: boolean): boolean {
+  try {
+    process.kill(-proc.pid, sig);
+    return true;
+  } catch (e) {
+    if (!isErrno(e, "ESRCH")) return false;
+    // No such group: fall back to the child itself, in case it is still alive.
+    if (!childExited) {
+      try {
+        proc.kill(sig);
+        return true;
+      } catch {
+        /* gone */
       }
-      return false;
     }
-  };
+    return false;
+  }
+}
 
-  const handleLine = (stream: OutputStream, line: string) => {
+/** Each output line goes to the ring, the log, the echo and onOutput; a failing echo or callback is ignored. */
+function lineFanOut(opts: SpawnOptions, ring: LineRing, log: AppendLog | undefined): (stream: OutputStream, line: string) => void {
+  return (stream, line) => {
     ring.push({ stream, line });
     log?.write(line);
     if (opts.echo) {
@@ -364,54 +283,45 @@ export const spawnSupervised: Spawner = (opts) => {
       }
     }
   };
-  // Flush the log after each chunk (not each line) so it is near-real-time but cheap.
-  const flushLog = () => log?.flush();
-  const pumps = [
-    pumpLines(proc.stdout, (l) => handleLine("stdout", l), flushLog),
-    pumpLines(proc.stderr, (l) => handleLine("stderr", l), flushLog),
-  ];
+}
 
-  onExitSeen = (code, sig) => {
-    if (hasExited) return;
-    hasExited = true;
-    const record: ChildExit = { code: sig ? null : code, signal: sig, requested: stopRequested, at: Date.now() };
-    // No grandchild survives its parent. The pgid stays reserved while any member lives, so
-    // this cannot hit an unrelated group unless the group is already empty (then ESRCH).
-    killGroup("SIGKILL");
-    void (async () => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const drained = await Promise.race([
-        Promise.all(pumps.map((p) => p.done)).then(() => true),
-        new Promise<false>((r) => (timer = setTimeout(() => r(false), OUTPUT_DRAIN_MS))),
-      ]);
-      clearTimeout(timer);
-      if (!drained) for (const p of pumps) p.cancel();
-      await log?.close();
-      exitRecord = record;
-      resolveExited(record);
-    })();
-  };
+/** Wait for EOF on both pipes (at most OUTPUT_DRAIN_MS, then give up on them), then close the log. */
+async function drainOutput(pumps: { done: Promise<void>; cancel: () => void }[], log: AppendLog | undefined): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const drained = await Promise.race([
+    Promise.all(pumps.map((p) => p.done)).then(() => true),
+    new Promise<false>((r) => (timer = setTimeout(() => r(false), OUTPUT_DRAIN_MS))),
+  ]);
+  clearTimeout(timer);
+  if (!drained) for (const p of pumps) p.cancel();
+  await log?.close();
+}
 
-  if (earlyExit) onExitSeen(...earlyExit);
-
+function childHandle(c: {
+  id: string;
+  pid: number;
+  state: ExitState;
+  exited: Promise<ChildExit>;
+  killGroup: (sig: NodeJS.Signals) => boolean;
+  ring: LineRing;
+}): SupervisedChild {
   let stopping: Promise<ChildExit> | undefined;
-
   return {
-    id: opts.id,
-    pid,
-    exited,
+    id: c.id,
+    pid: c.pid,
+    exited: c.exited,
     get exit() {
-      return exitRecord;
+      return c.state.record;
     },
     stop(graceMs: number): Promise<ChildExit> {
       if (stopping) return stopping;
-      if (hasExited) return exited;
-      stopRequested = true;
+      if (c.state.hasExited) return c.exited;
+      c.state.stopRequested = true;
       stopping = (async () => {
-        killGroup("SIGTERM");
-        const timer = setTimeout(() => killGroup("SIGKILL"), Math.max(0, graceMs));
+        c.killGroup("SIGTERM");
+        const timer = setTimeout(() => c.killGroup("SIGKILL"), Math.max(0, graceMs));
         try {
-          return await exited;
+          return await c.exited;
         } finally {
           clearTimeout(timer);
         }
@@ -419,10 +329,10 @@ export const spawnSupervised: Spawner = (opts) => {
       return stopping;
     },
     signal(sig: NodeJS.Signals): void {
-      if (!hasExited) killGroup(sig);
+      if (!c.state.hasExited) c.killGroup(sig);
     },
     tail(n: number, stream: OutputStream | "all" = "all"): string[] {
-      return ring.tail(Math.max(0, Math.floor(n)), stream);
+      return c.ring.tail(Math.max(0, Math.floor(n)), stream);
     },
   };
-};
+}

@@ -2,7 +2,7 @@
  * Crash forensics: every worker exit gets a reason, a one-sentence message and its stderr tail,
  * so operators (and the restart policy) can tell a stop from a crash, an OOM kill or a load failure.
  */
-import type { ExitReason, WorkerExit } from "./registry.ts";
+import type { ExitReason, WorkerExit } from "./schemas.ts";
 import type { WorkerState } from "../shared/rbee-types.ts";
 import type { ChildExit } from "../shared/daemon-lifecycle.ts";
 import { toSystemTime } from "../shared/rbee-types.ts";

@@ -4,7 +4,7 @@
  * reset after a stable healthy period. Pure logic: time and randomness are passed in.
  */
 import type { HiveConfig } from "../config.ts";
-import type { ExitReason } from "./registry.ts";
+import type { ExitReason } from "./schemas.ts";
 
 export type RestartConfig = HiveConfig["restart"];
 

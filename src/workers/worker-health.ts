@@ -10,6 +10,9 @@ import type { HttpClient } from "../shared/http-client.ts";
  */
 export const localUrl = (port: number) => `http://127.0.0.1:${port}`;
 
+/** The URL in the worker's record, for queen-rbee: `[workers] host` (RBEE_WORKER_HOST) and the port. */
+export const advertisedUrl = (host: string, port: number) => `http://${host}:${port}`;
+
 /** A health answer is healthy when it is 2xx and its JSON `status` is one the profile accepts. */
 export function isHealthyAnswer(status: number, body: unknown, healthyStatus: string[]): boolean {
   if (status < 200 || status >= 300) return false;

@@ -7,8 +7,8 @@ export {
   validateRevision,
   catalogKey,
   canonicalFilePath,
-  canonicalModelRef,
+  optionalRevision,
   isCommitSha,
   DEFAULT_REVISION,
 } from "./model-ref.ts";
-export type { ParsedModelRef, HfSelector } from "./model-ref.ts";
+export type { ParsedModelRef, HfModelRef, FileModelRef, HfSelector } from "./model-ref.ts";

@@ -8,9 +8,13 @@
  *                                       duplicate and trailing slashes are accepted and canonicalized
  *
  * A revision (branch, tag or commit) is passed beside the ref, never inside it (the upstream
- * character set has no room for it). All functions throw HiveError(400, INVALID_INPUT).
+ * character set has no room for it). All functions throw HiveError(400, INVALID_INPUT), except for
+ * an unknown provider: 400 UNSUPPORTED_PROVIDER.
+ *
+ * A model_ref is parsed once where it enters (the HTTP controller or the first service call);
+ * everything below takes the `ParsedModelRef`.
  */
-import { invalidInput } from "../../shared/errors.ts";
+import { HiveError, invalidInput } from "../../shared/errors.ts";
 import { splitModelRef, validateModelRef } from "../../shared/input-validation.ts";
 
 export type HfSelector =
@@ -21,6 +25,8 @@ export type HfSelector =
 export type ParsedModelRef =
   | { provider: "hf"; modelRef: string; reference: string; repo: string; org: string; name: string; selector: HfSelector }
   | { provider: "file"; modelRef: string; reference: string; path: string };
+export type HfModelRef = Extract<ParsedModelRef, { provider: "hf" }>;
+export type FileModelRef = Extract<ParsedModelRef, { provider: "file" }>;
 
 /** The revision used when none is given (what `huggingface_hub` uses too). */
 export const DEFAULT_REVISION = "main";
@@ -47,12 +53,11 @@ export function canonicalFilePath(reference: string): string {
   return p.length > 1 && p.endsWith("/") ? p.slice(0, -1) : p;
 }
 
-/** A validated model_ref in its canonical form (`file:` paths canonicalized; `hf:` refs as given). */
-export function canonicalModelRef(value: unknown): string {
-  return parseModelRef(value).modelRef;
-}
-
-/** Parse and validate a model_ref. Throws 400 INVALID_INPUT with a message that says what to fix. */
+/**
+ * Parse and validate a model_ref; `modelRef` of the result is its canonical spelling (`file:` paths
+ * canonicalized, `hf:` refs as given). Throws 400 INVALID_INPUT with a message that says what to
+ * fix, or 400 UNSUPPORTED_PROVIDER.
+ */
 export function parseModelRef(value: unknown): ParsedModelRef {
   const given = validateModelRef(value);
   const { provider, reference: raw } = splitModelRef(given);
@@ -71,7 +76,7 @@ export function parseModelRef(value: unknown): ParsedModelRef {
   const modelRef = given;
   const reference = raw;
   if (provider !== "hf") {
-    throw invalidInput(`model_ref "${modelRef}": unknown provider "${provider}" (supported: "hf", "file")`, {
+    throw new HiveError(400, "UNSUPPORTED_PROVIDER", `model_ref "${modelRef}": unknown provider "${provider}" (supported: "hf", "file")`, {
       field: "model_ref",
     });
   }
@@ -116,6 +121,11 @@ export function validateRevision(value: unknown, field = "revision"): string {
     throw invalidInput(`${field} "${value}" has an empty, '.' or '..' segment`, { field });
   }
   return value;
+}
+
+/** A revision as a caller gave it: undefined (the default branch) or a valid one. */
+export function optionalRevision(value: string | undefined): string | undefined {
+  return value === undefined ? undefined : validateRevision(value);
 }
 
 export function isCommitSha(rev: string): boolean {

@@ -1,7 +1,6 @@
-/** Catalog and download shapes as TypeBox schemas: the types below derive from them. */
-import { t, type Static } from "../../shared/schema.ts";
+/** Catalog shapes as TypeBox schemas: the types below derive from them. */
+import { Nullable, t, type Static } from "../../shared/schema.ts";
 
-const Nullable = <T extends Parameters<typeof t.Union>[0][number]>(s: T) => t.Union([s, t.Null()]);
 
 export const CatalogFile = t.Object({
   path: t.String({ description: "path inside the repo (hf:) or relative to the model directory (file:)" }),
@@ -29,48 +28,3 @@ export const CatalogEntry = t.Object({
   files: t.Array(CatalogFile),
 });
 export type CatalogEntry = Static<typeof CatalogEntry>;
-
-export const ProgressEvent = t.Union([
-  t.Object({
-    stage: t.Literal("downloading"),
-    bytes_downloaded: t.Integer(),
-    bytes_total: t.Integer(),
-    speed_mbps: t.Number({ description: "megabytes (10^6 bytes) per second over the last seconds" }),
-    file: t.Optional(t.String()),
-    files_done: t.Optional(t.Integer()),
-    files_total: t.Optional(t.Integer()),
-    phase: t.Optional(t.String({ description: "planning | downloading | verifying" })),
-  }),
-  t.Object({ stage: t.Literal("complete"), local_path: t.String() }),
-  t.Object({ stage: t.Literal("error"), message: t.String(), code: t.String() }),
-]);
-export type ProgressEvent = Static<typeof ProgressEvent>;
-
-export const JobState = t.Union([
-  t.Literal("planning"),
-  t.Literal("downloading"),
-  t.Literal("complete"),
-  t.Literal("error"),
-  t.Literal("cancelled"),
-]);
-export type JobState = Static<typeof JobState>;
-
-export const DownloadJobInfo = t.Object({
-  id: t.String(),
-  model_ref: t.String(),
-  revision: t.String(),
-  state: JobState,
-  commit: Nullable(t.String()),
-  bytes_downloaded: t.Integer(),
-  bytes_total: t.Integer(),
-  files_done: t.Integer(),
-  files_total: t.Integer(),
-  speed_mbps: t.Number(),
-  started_at: t.Integer({ description: "unix ms" }),
-  finished_at: Nullable(t.Integer({ description: "unix ms" })),
-  local_path: Nullable(t.String()),
-  error: Nullable(t.Object({ code: t.String(), message: t.String() })),
-  subscribers: t.Integer(),
-  last_event_id: t.Integer(),
-});
-export type DownloadJobInfo = Static<typeof DownloadJobInfo>;

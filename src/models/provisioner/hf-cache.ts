@@ -28,6 +28,7 @@ import {
 import { basename, dirname, join, relative } from "node:path";
 import { HiveError } from "../../shared/errors.ts";
 import { resolveInside } from "../../shared/input-validation.ts";
+import type { CatalogFile } from "../model-catalog/catalog.ts";
 import type { RemoteFile } from "./hub-client.ts";
 
 const ETAG = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
@@ -174,6 +175,18 @@ export class HfCacheRepo {
     };
     walk(root, 0);
     return out;
+  }
+
+  /** Catalog rows of a snapshot's files: the snapshot entry a reader opens, and the blob behind it. */
+  catalogFiles(commit: string, files: RemoteFile[]): CatalogFile[] {
+    return files.map((f) => ({
+      path: f.path,
+      local_path: this.snapshotPath(commit, f.path),
+      size_bytes: f.size,
+      sha256: f.sha256,
+      git_oid: f.gitOid,
+      blob_path: this.blobPath(f.etag),
+    }));
   }
 
   removePartial(etag: string): void {

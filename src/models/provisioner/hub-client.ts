@@ -10,24 +10,20 @@
 import { HiveError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { silentLogger } from "../../shared/logger.ts";
-import { DEFAULT_RETRY_POLICY, TransientError, parseRetryAfter, withRetry, type RetryPolicy } from "./retry.ts";
+import { TransientError, parseRetryAfter, withRetry, type RetryPolicy } from "./retry.ts";
 
 export type FetchFn = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
-export const DEFAULT_HF_ENDPOINT = "https://huggingface.co";
-
-export interface HubClientOptions extends Partial<RetryPolicy> {
-  /** Hub base URL (env HF_ENDPOINT upstream). Default https://huggingface.co */
-  endpoint?: string;
+export interface HubClientOptions {
+  /** Hub base URL (env HF_ENDPOINT upstream). */
+  endpoint: string;
+  policy: RetryPolicy;
+  /** Timeout of one API request (JSON). File bodies use the stall detector instead. */
+  requestTimeoutMs: number;
   /** Access token (env HF_TOKEN upstream); sent only to the endpoint's origin. */
   token?: string;
   /** Injected fetch (default globalThis.fetch). */
   fetch?: FetchFn;
-  /** Timeout of one API request (JSON), default 30 s. File bodies use the stall detector instead. */
-  requestTimeoutMs?: number;
-  /** Redirect hops followed per request, default 5. */
-  maxRedirects?: number;
-  userAgent?: string;
   logger?: Logger;
 }
 
@@ -70,6 +66,9 @@ export interface RequestContext {
   path?: string;
 }
 
+/** Redirect hops followed per request (the hub's resolve → CDN is one). */
+const MAX_REDIRECTS = 5;
+const USER_AGENT = "rbee-hive/0.1";
 const SHA256 = /^[0-9a-f]{64}$/;
 const SHA1 = /^[0-9a-f]{40}$/;
 
@@ -89,25 +88,16 @@ export class HubClient {
   private readonly token: string | undefined;
   private readonly fetchFn: FetchFn;
   private readonly requestTimeoutMs: number;
-  private readonly maxRedirects: number;
-  private readonly userAgent: string;
   private readonly logger: Logger;
 
-  constructor(opts: HubClientOptions = {}) {
-    this.endpoint = (opts.endpoint ?? DEFAULT_HF_ENDPOINT).replace(/\/+$/, "");
+  constructor(opts: HubClientOptions) {
+    this.endpoint = opts.endpoint.replace(/\/+$/, "");
     this.origin = new URL(this.endpoint).origin;
     this.token = opts.token && opts.token.length > 0 ? opts.token : undefined;
     this.fetchFn = opts.fetch ?? ((input, init) => globalThis.fetch(input, init));
-    this.requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
-    this.maxRedirects = opts.maxRedirects ?? 5;
-    this.userAgent = opts.userAgent ?? "rbee-hive/0.1";
+    this.requestTimeoutMs = opts.requestTimeoutMs;
     this.logger = opts.logger ?? silentLogger;
-    this.policy = {
-      maxRetries: opts.maxRetries ?? DEFAULT_RETRY_POLICY.maxRetries,
-      retryBaseMs: opts.retryBaseMs ?? DEFAULT_RETRY_POLICY.retryBaseMs,
-      retryMaxMs: opts.retryMaxMs ?? DEFAULT_RETRY_POLICY.retryMaxMs,
-      retryAfterMaxMs: opts.retryAfterMaxMs ?? DEFAULT_RETRY_POLICY.retryAfterMaxMs,
-    };
+    this.policy = opts.policy;
   }
 
   get hasToken(): boolean {
@@ -188,7 +178,7 @@ export class HubClient {
   ): Promise<OpenedFile> {
     let url = this.fileUrl(repo, revision, path);
     let hub: HubFileHeaders | null = null;
-    for (let hop = 0; hop <= this.maxRedirects; hop++) {
+    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const headers = this.headersFor(url);
       if (range) headers.set("range", `bytes=${range.start}-${range.end}`);
       headers.set("accept-encoding", "identity");
@@ -212,12 +202,12 @@ export class HubClient {
       }
       return { response: res, hub: hub ?? hubHeaders(res), url };
     }
-    throw new TransientError(`more than ${this.maxRedirects} redirects`);
+    throw new TransientError(`more than ${MAX_REDIRECTS} redirects`);
   }
 
   /** Headers for a request to `url`: the token only on the hub origin. */
   headersFor(url: string): Headers {
-    const h = new Headers({ "user-agent": this.userAgent });
+    const h = new Headers({ "user-agent": USER_AGENT });
     if (this.token && this.isHubOrigin(url)) h.set("authorization", `Bearer ${this.token}`);
     return h;
   }
@@ -282,7 +272,7 @@ export class HubClient {
       `GET ${new URL(url).pathname}`,
       async () => {
         let current = url;
-        for (let hop = 0; hop <= this.maxRedirects; hop++) {
+        for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
           const res = await this.fetchFn(current, {
             headers: this.headersFor(current),
             redirect: "manual",
@@ -307,7 +297,7 @@ export class HubClient {
           }
           return { body, link: nextLink(res.headers.get("link")) };
         }
-        throw new TransientError(`more than ${this.maxRedirects} redirects`);
+        throw new TransientError(`more than ${MAX_REDIRECTS} redirects`);
       },
       this.policy,
       signal,

@@ -12,7 +12,7 @@
 import * as fsp from "node:fs/promises";
 import { basename, join, relative, resolve } from "node:path";
 import type { CatalogFile, RegisterInput } from "../model-catalog/catalog.ts";
-import { parseModelRef } from "../model-catalog/model-ref.ts";
+import type { FileModelRef } from "../model-catalog/model-ref.ts";
 import { HiveError } from "../../shared/errors.ts";
 import { isUnder, validatePathUnderRoots } from "../../shared/input-validation.ts";
 import type { Logger } from "../../shared/logger.ts";
@@ -62,9 +62,7 @@ export interface LocalModelOptions {
 const LOGGED_PATHS = 20;
 
 /** Describe a `file:` model. Errors: 400 INVALID_INPUT, 404 MODEL_NOT_FOUND, 413 MODEL_DIR_TOO_LARGE. */
-export async function describeLocalModel(modelRef: string, o: LocalModelOptions): Promise<RegisterInput> {
-  const parsed = parseModelRef(modelRef);
-  if (parsed.provider !== "file") throw new HiveError(400, "INVALID_INPUT", `registerLocal() takes file: refs, got "${modelRef}"`);
+export async function describeLocalModel(parsed: FileModelRef, o: LocalModelOptions): Promise<RegisterInput> {
   const path = validatePathUnderRoots(parsed.path, o.roots, "model_ref");
   let real: string;
   try {
@@ -118,96 +116,130 @@ function tooLarge(message: string, details: Record<string, unknown>): HiveError 
   return new HiveError(413, "MODEL_DIR_TOO_LARGE", message, details);
 }
 
+interface WalkDir {
+  /** The path as the model_ref names it (what the catalog records). */
+  shown: string;
+  /** Its real path (what is read). */
+  real: string;
+  depth: number;
+}
+
 /**
  * The regular files under `top` (hidden names skipped). `realTop` is its real path, already checked
  * against the roots. A directory is read by its real path, so an entry that is not a symlink is
  * inside it by construction; only symlinks need resolving and checking.
  */
-async function walkModelDir(
-  top: string,
-  realTop: string,
-  realRoots: string[],
-  o: LocalModelOptions,
-): Promise<{ files: CatalogFile[]; escaped: string[] }> {
-  const { maxDepth, maxEntries, timeoutMs } = o.limits;
-  const deadline = o.now() + timeoutMs;
-  const checkTime = () => {
-    if (o.now() > deadline) {
-      throw tooLarge(`walking ${top} took longer than ${timeoutMs / 1000} s; name one file with file:<path>`, {
-        path: top,
-        limit: "time",
-        timeout_s: timeoutMs / 1000,
-      });
-    }
-  };
-  const files: CatalogFile[] = [];
-  const escaped: string[] = [];
-  const visited = new Set<string>([realTop]);
-  const stack: Array<{ shown: string; real: string; depth: number }> = [{ shown: top, real: realTop, depth: 0 }];
-  let entries = 0;
-  while (stack.length > 0) {
-    const dir = stack.pop()!;
-    checkTime();
-    let list: WalkEntry[];
-    try {
-      list = await o.fs.readdir(dir.real);
-    } catch {
-      continue; // removed or unreadable meanwhile
-    }
-    checkTime();
-    for (const ent of list) {
-      if (++entries > maxEntries) {
-        throw tooLarge(`${top} has more than ${maxEntries} entries; name one file with file:<path> or split the directory`, {
-          path: top,
-          limit: "entries",
-          max_entries: maxEntries,
-        });
-      }
-      if (ent.name.startsWith(".")) continue;
-      const shown = join(dir.shown, ent.name);
-      let real = join(dir.real, ent.name);
-      let isDir = ent.isDirectory();
-      let isFile = ent.isFile();
-      let size = -1;
-      if (ent.isSymbolicLink()) {
-        try {
-          real = await o.fs.realpath(real);
-        } catch {
-          continue; // dangling
-        }
-        if (!realRoots.some((r) => isUnder(r, real))) {
-          escaped.push(shown);
-          continue;
-        }
-        try {
-          const st = await o.fs.stat(real);
-          isDir = st.isDirectory();
-          isFile = st.isFile();
-          size = st.size;
-        } catch {
-          continue;
-        }
-        checkTime();
-      }
-      if (isDir) {
-        if (visited.has(real)) continue; // a loop, or a directory already walked under another name
-        if (dir.depth + 1 > maxDepth) {
-          throw tooLarge(`${top} is nested deeper than ${maxDepth} directories`, { path: top, limit: "depth", max_depth: maxDepth });
-        }
-        visited.add(real);
-        stack.push({ shown, real, depth: dir.depth + 1 });
-      } else if (isFile) {
-        if (size < 0) {
-          try {
-            size = (await o.fs.stat(real)).size;
-          } catch {
-            continue;
-          }
-          checkTime();
-        }
-        files.push({ path: relative(top, shown), local_path: shown, size_bytes: size, sha256: null, git_oid: null, blob_path: null });
-      }
-    }
+function walkModelDir(top: string, realTop: string, realRoots: string[], o: LocalModelOptions): Promise<{ files: CatalogFile[]; escaped: string[] }> {
+  return new ModelDirWalk(top, realRoots, o).run(realTop);
+}
+
+/** What an entry is, symlinks followed; size -1 when not known yet. */
+interface LinkTarget {
+  real: string;
+  isDir: boolean;
+  isFile: boolean;
+  size: number;
+}
+
+class ModelDirWalk {
+  readonly files: CatalogFile[] = [];
+  /** Entries whose symlinks lead outside the roots: skipped, and logged by the caller. */
+  readonly escaped: string[] = [];
+  private readonly visited = new Set<string>();
+  private readonly stack: WalkDir[] = [];
+  private readonly deadline: number;
+  private entries = 0;
+
+  constructor(
+    private readonly top: string,
+    private readonly realRoots: string[],
+    private readonly o: LocalModelOptions,
+  ) {
+    this.deadline = o.now() + o.limits.timeoutMs;
   }
-  return { files, escaped };
+
+  async run(realTop: string): Promise<{ files: CatalogFile[]; escaped: string[] }> {
+    this.visited.add(realTop);
+    this.stack.push({ shown: this.top, real: realTop, depth: 0 });
+    while (this.stack.length > 0) {
+      const dir = this.stack.pop()!;
+      this.checkTime();
+      let list: WalkEntry[];
+      try {
+        list = await this.o.fs.readdir(dir.real);
+      } catch {
+        continue; // removed or unreadable meanwhile
+      }
+      this.checkTime();
+      for (const ent of list) await this.visit(dir, ent);
+    }
+    return { files: this.files, escaped: this.escaped };
+  }
+
+  private async visit(dir: WalkDir, ent: WalkEntry): Promise<void> {
+    if (++this.entries > this.o.limits.maxEntries) {
+      const max = this.o.limits.maxEntries;
+      throw tooLarge(`${this.top} has more than ${max} entries; name one file with file:<path> or split the directory`, { path: this.top, limit: "entries", max_entries: max });
+    }
+    if (ent.name.startsWith(".")) return;
+    const shown = join(dir.shown, ent.name);
+    const real = join(dir.real, ent.name);
+    const target = ent.isSymbolicLink() ? await this.followLink(shown, real) : { real, isDir: ent.isDirectory(), isFile: ent.isFile(), size: -1 };
+    if (!target) return;
+    if (target.isDir) this.enter(dir, shown, target.real);
+    else if (target.isFile) await this.addFile(shown, target.real, target.size);
+  }
+
+  /** Where a symlink leads, when it resolves inside the roots; null (skipped) otherwise. */
+  private async followLink(shown: string, link: string): Promise<LinkTarget | null> {
+    let real: string;
+    try {
+      real = await this.o.fs.realpath(link);
+    } catch {
+      return null; // dangling
+    }
+    if (!this.realRoots.some((r) => isUnder(r, real))) {
+      this.escaped.push(shown);
+      return null;
+    }
+    let st: Awaited<ReturnType<WalkFs["stat"]>>;
+    try {
+      st = await this.o.fs.stat(real);
+    } catch {
+      return null;
+    }
+    this.checkTime();
+    return { real, isDir: st.isDirectory(), isFile: st.isFile(), size: st.size };
+  }
+
+  private enter(dir: WalkDir, shown: string, real: string): void {
+    if (this.visited.has(real)) return; // a loop, or a directory already walked under another name
+    const max = this.o.limits.maxDepth;
+    if (dir.depth + 1 > max) throw tooLarge(`${this.top} is nested deeper than ${max} directories`, { path: this.top, limit: "depth", max_depth: max });
+    this.visited.add(real);
+    this.stack.push({ shown, real, depth: dir.depth + 1 });
+  }
+
+  private async addFile(shown: string, real: string, knownSize: number): Promise<void> {
+    let size = knownSize;
+    if (size < 0) {
+      try {
+        size = (await this.o.fs.stat(real)).size;
+      } catch {
+        return;
+      }
+      this.checkTime();
+    }
+    this.files.push({ path: relative(this.top, shown), local_path: shown, size_bytes: size, sha256: null, git_oid: null, blob_path: null });
+  }
+
+  private checkTime(): void {
+    if (this.o.now() <= this.deadline) return;
+    const timeoutMs = this.o.limits.timeoutMs;
+    throw tooLarge(`walking ${this.top} took longer than ${timeoutMs / 1000} s; name one file with file:<path>`, {
+      path: this.top,
+      limit: "time",
+      timeout_s: timeoutMs / 1000,
+    });
+  }
 }

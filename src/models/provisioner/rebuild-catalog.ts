@@ -52,14 +52,7 @@ export function rebuildCatalogFromCache(catalog: ModelCatalog, modelsDir: string
               local_path: cache.snapshotPath(commit, selection.primary!),
               format: selection.format,
               quantization: selection.quantization,
-              files: selection.files.map((f) => ({
-                path: f.path,
-                local_path: cache.snapshotPath(commit, f.path),
-                size_bytes: f.size,
-                sha256: f.sha256,
-                git_oid: f.gitOid,
-                blob_path: cache.blobPath(f.etag),
-              })),
+              files: cache.catalogFiles(commit, selection.files),
               metadata: { repo, selected_by: "file", primary_file: selection.primary, rebuilt: true },
             });
             registered.push(revision === "main" ? modelRef : `${modelRef}@${revision}`);

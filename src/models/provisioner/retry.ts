@@ -17,22 +17,15 @@ export class TransientError extends Error {
 }
 
 export interface RetryPolicy {
-  /** Retries after the first attempt (default 6). */
+  /** Retries after the first attempt. */
   maxRetries: number;
-  /** First backoff delay (default 500 ms), doubled each retry, ±25 % jitter. */
+  /** First backoff delay, doubled each retry, ±25 % jitter. */
   retryBaseMs: number;
-  /** Backoff cap (default 30 s). */
+  /** Backoff cap. */
   retryMaxMs: number;
-  /** Cap on a server's Retry-After (default 60 s). */
+  /** Cap on a server's Retry-After. */
   retryAfterMaxMs: number;
 }
-
-export const DEFAULT_RETRY_POLICY: RetryPolicy = {
-  maxRetries: 6,
-  retryBaseMs: 500,
-  retryMaxMs: 30_000,
-  retryAfterMaxMs: 60_000,
-};
 
 /**
  * `Retry-After` as milliseconds: delta-seconds (fractions accepted, e.g. "0.05") or an HTTP-date.

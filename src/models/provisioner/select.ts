@@ -2,7 +2,7 @@
  * Which files of a repo make up the model a ref asks for. Never substitutes: a choice that is
  * not unique is an error listing the candidates.
  *
- * - GGUF repos, `hf:org/repo`: the first quantization of `quantPreference` that matches exactly one
+ * - GGUF repos, `hf:org/repo`: the first quantization of `quantPreference` (`downloads.quant_preference`) that matches exactly one
  *   GGUF model (a split set `*-00001-of-0000N.gguf` counts as one model and is always taken whole);
  *   a repo with a single GGUF model gives that one; `mmproj*` projector files are never a default.
  * - `hf:org/repo:QUANT`: the GGUF model whose path carries that quantization.
@@ -12,19 +12,6 @@
 import { HiveError } from "../../shared/errors.ts";
 import type { HfSelector } from "../model-catalog/model-ref.ts";
 import type { RemoteFile } from "./hub-client.ts";
-
-export const DEFAULT_QUANT_PREFERENCE = [
-  "Q4_K_M",
-  "Q4_0",
-  "Q8_0",
-  "Q5_K_M",
-  "Q4_K_S",
-  "Q5_0",
-  "Q6_K",
-  "Q3_K_M",
-  "F16",
-  "BF16",
-];
 
 /** Small files that travel with safetensors weights (top level only). */
 export const SAFETENSORS_COMPANIONS = new Set([
@@ -124,94 +111,101 @@ function formatOf(p: string): ModelFormat {
 }
 
 export function selectFiles(repo: string, selector: HfSelector, files: RemoteFile[], quantPreference: string[]): Selection {
-  const ggufAll = files.filter((f) => isGguf(f.path));
-  const ggufGroups = groupShards(ggufAll, GGUF_SHARD);
-
-  if (selector.kind === "file") {
-    const f = files.find((x) => x.path === selector.path);
-    if (!f) {
-      throw new HiveError(404, "MODEL_FILE_NOT_FOUND", `${repo} has no file "${selector.path}"`, {
-        candidates: ggufGroups.map((g) => g.key),
-      });
-    }
-    if (isGguf(f.path)) {
-      const g = ggufGroups.find((x) => x.files.includes(f))!;
-      checkComplete(g, repo);
-      return ggufSelection(g, null, "file");
-    }
-    return { files: [f], format: formatOf(f.path), quantization: detectQuant(f.path), primary: f.path, selectedBy: "file" };
-  }
-
+  const ggufGroups = groupShards(files.filter((f) => isGguf(f.path)), GGUF_SHARD);
+  if (selector.kind === "file") return selectExactFile(repo, selector.path, files, ggufGroups);
   // Projector files (vision) are never a model on their own.
   const modelGroups = ggufGroups.filter((g) => !/mmproj/i.test(g.key));
+  if (selector.kind === "quant") return selectQuant(repo, selector.quant, modelGroups);
+  if (modelGroups.length > 0) return selectPreferredGguf(repo, modelGroups, quantPreference);
+  return selectSafetensors(repo, files);
+}
 
-  if (selector.kind === "quant") {
-    const re = quantMatcher(selector.quant);
-    const matches = modelGroups.filter((g) => re.test(g.key));
-    if (matches.length === 1) {
-      checkComplete(matches[0]!, repo);
-      return ggufSelection(matches[0]!, selector.quant.toUpperCase(), "quant");
-    }
-    if (matches.length > 1) throw ambiguous(repo, `${matches.length} GGUF models match ${selector.quant}`, matches);
-    const available = [...new Set(modelGroups.map((g) => detectQuant(g.key)).filter((q): q is string => q !== null))];
-    throw new HiveError(
-      404,
-      "MODEL_FILE_NOT_FOUND",
-      modelGroups.length === 0
-        ? `${repo} has no GGUF files, so it has no quantization ${selector.quant}`
-        : `${repo} has no GGUF file for quantization ${selector.quant} (available: ${available.join(", ") || "none detected"})`,
-      { available, candidates: modelGroups.map((g) => g.key) },
-    );
+/** `hf:org/repo/path`: that file; a GGUF shard brings its whole set. */
+function selectExactFile(repo: string, path: string, files: RemoteFile[], ggufGroups: Group[]): Selection {
+  const f = files.find((x) => x.path === path);
+  if (!f) {
+    throw new HiveError(404, "MODEL_FILE_NOT_FOUND", `${repo} has no file "${path}"`, {
+      candidates: ggufGroups.map((g) => g.key),
+    });
   }
-
-  if (modelGroups.length > 0) {
-    for (const q of quantPreference) {
-      const re = quantMatcher(q);
-      const matches = modelGroups.filter((g) => re.test(g.key));
-      if (matches.length === 1) {
-        checkComplete(matches[0]!, repo);
-        return ggufSelection(matches[0]!, q.toUpperCase(), "default");
-      }
-      if (matches.length > 1) throw ambiguous(repo, `${matches.length} GGUF models match ${q}`, matches);
-    }
-    if (modelGroups.length === 1) {
-      checkComplete(modelGroups[0]!, repo);
-      return ggufSelection(modelGroups[0]!, null, "default");
-    }
-    throw ambiguous(repo, `no GGUF model matches the quantization preference (${quantPreference.join(", ")})`, modelGroups);
+  if (isGguf(f.path)) {
+    const g = ggufGroups.find((x) => x.files.includes(f))!;
+    checkComplete(g, repo);
+    return ggufSelection(g, null, "file");
   }
+  return { files: [f], format: formatOf(f.path), quantization: detectQuant(f.path), primary: f.path, selectedBy: "file" };
+}
 
-  // safetensors: top-level weights only.
+/** The one GGUF model whose name carries `quant`; null when none does, 400 AMBIGUOUS_MODEL_FILES when several do. */
+function modelWithQuant(repo: string, quant: string, modelGroups: Group[], selectedBy: Selection["selectedBy"]): Selection | null {
+  const re = quantMatcher(quant);
+  const matches = modelGroups.filter((g) => re.test(g.key));
+  if (matches.length > 1) throw ambiguous(repo, `${matches.length} GGUF models match ${quant}`, matches);
+  if (matches.length === 0) return null;
+  checkComplete(matches[0]!, repo);
+  return ggufSelection(matches[0]!, quant.toUpperCase(), selectedBy);
+}
+
+/** `hf:org/repo:QUANT`: the one GGUF model carrying that quantization. */
+function selectQuant(repo: string, quant: string, modelGroups: Group[]): Selection {
+  const one = modelWithQuant(repo, quant, modelGroups, "quant");
+  if (one) return one;
+  const available = [...new Set(modelGroups.map((g) => detectQuant(g.key)).filter((q): q is string => q !== null))];
+  throw new HiveError(
+    404,
+    "MODEL_FILE_NOT_FOUND",
+    modelGroups.length === 0
+      ? `${repo} has no GGUF files, so it has no quantization ${quant}`
+      : `${repo} has no GGUF file for quantization ${quant} (available: ${available.join(", ") || "none detected"})`,
+    { available, candidates: modelGroups.map((g) => g.key) },
+  );
+}
+
+/** A plain `hf:org/repo` of a GGUF repo: the first preferred quantization that matches one model, else the only model. */
+function selectPreferredGguf(repo: string, modelGroups: Group[], quantPreference: string[]): Selection {
+  for (const q of quantPreference) {
+    const one = modelWithQuant(repo, q, modelGroups, "default");
+    if (one) return one;
+  }
+  if (modelGroups.length === 1) {
+    checkComplete(modelGroups[0]!, repo);
+    return ggufSelection(modelGroups[0]!, null, "default");
+  }
+  throw ambiguous(repo, `no GGUF model matches the quantization preference (${quantPreference.join(", ")})`, modelGroups);
+}
+
+/** A repo without GGUF files: its top-level safetensors weights (one set) plus config/tokenizer files. */
+function selectSafetensors(repo: string, files: RemoteFile[]): Selection {
   const topLevel = files.filter((f) => !f.path.includes("/"));
   const stGroups = groupShards(
     topLevel.filter((f) => f.path.toLowerCase().endsWith(".safetensors")),
     ST_SHARD,
   );
-  if (stGroups.length > 0) {
-    let chosen: Group | undefined;
-    if (stGroups.length === 1) chosen = stGroups[0];
-    else {
-      const std = stGroups.filter((g) => /^model(-\d{5}-of-\d{5})?\.safetensors$/i.test(g.key));
-      if (std.length === 1) chosen = std[0];
-    }
-    if (!chosen) throw ambiguous(repo, `${stGroups.length} sets of safetensors weights`, stGroups);
-    checkComplete(chosen, repo);
-    const prefix = chosen.total > 1 ? ST_SHARD.exec(chosen.key)![1]! : chosen.key.replace(/\.safetensors$/i, "");
-    const companions = topLevel.filter(
-      (f) => SAFETENSORS_COMPANIONS.has(f.path) || f.path === `${prefix}.safetensors.index.json`,
+  if (stGroups.length === 0) {
+    throw new HiveError(
+      400,
+      "UNSUPPORTED_MODEL_FORMAT",
+      `${repo} has neither GGUF files nor top-level safetensors weights; name a file with hf:${repo}/<file>`,
+      { files: files.slice(0, 50).map((f) => f.path) },
     );
-    return {
-      files: [...chosen.files, ...companions],
-      format: "safetensors",
-      quantization: null,
-      primary: null,
-      selectedBy: "default",
-    };
   }
-  throw new HiveError(
-    400,
-    "UNSUPPORTED_MODEL_FORMAT",
-    `${repo} has neither GGUF files nor top-level safetensors weights; name a file with hf:${repo}/<file>`,
-    { files: files.slice(0, 50).map((f) => f.path) },
+  let chosen: Group | undefined;
+  if (stGroups.length === 1) chosen = stGroups[0];
+  else {
+    const std = stGroups.filter((g) => /^model(-\d{5}-of-\d{5})?\.safetensors$/i.test(g.key));
+    if (std.length === 1) chosen = std[0];
+  }
+  if (!chosen) throw ambiguous(repo, `${stGroups.length} sets of safetensors weights`, stGroups);
+  checkComplete(chosen, repo);
+  const prefix = chosen.total > 1 ? ST_SHARD.exec(chosen.key)![1]! : chosen.key.replace(/\.safetensors$/i, "");
+  const companions = topLevel.filter(
+    (f) => SAFETENSORS_COMPANIONS.has(f.path) || f.path === `${prefix}.safetensors.index.json`,
   );
+  return {
+    files: [...chosen.files, ...companions],
+    format: "safetensors",
+    quantization: null,
+    primary: null,
+    selectedBy: "default",
+  };
 }
