@@ -44,8 +44,9 @@ export class WorkerRegistry {
 
   constructor(
     private readonly logger: Logger,
-    private readonly now: () => number = Date.now,
-    private readonly retentionMs = 600_000,
+    private readonly now: () => number,
+    /** [workers] exited_retention_s, in ms. */
+    private readonly retentionMs: number,
   ) {}
 
   onChange(listener: (c: RegistryChange) => void): () => void {
