@@ -111,6 +111,14 @@ export const HiveConfigSchema = t.Object(
       mode: t.Union([t.Literal("off"), t.Literal("local")], { default: "off" }),
       dir: t.String({ default: "" }),
     }),
+    resources: Section({
+      cache_ttl_s: Seconds(2, "device detection answers (nvidia-smi, rocm-smi, RAM, disk) are reused this long"),
+      tool_timeout_s: Seconds(5, "a detection tool that has not answered by then is killed; its GPUs count as absent", 0.01),
+      gpu_reserve_mb: t.Number({ minimum: 0, default: 512, description: "VRAM kept free on every GPU" }),
+      ram_reserve_mb: t.Number({ minimum: 0, default: 2048, description: "RAM kept free for the host" }),
+      overhead_mb: t.Number({ minimum: 0, default: 1024, description: "added to every memory estimate: runtime context, compute buffers" }),
+      context_cap: t.Integer({ minimum: 1, default: 4096, description: "a model's own context is capped at this when the spawn names none" }),
+    }),
   },
   { additionalProperties: false },
 );

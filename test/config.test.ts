@@ -114,7 +114,7 @@ interval_s = 0.05
   test("an unknown section is named, with the known ones", () => {
     const file = withFile(`[mointor]\ninterval_s = 5\n`);
     expect(configError({ env: {}, flags: { config: file } })).toBe(
-      "unknown config key mointor; known keys here: server, paths, workers, monitor, idle, restart, shutdown, downloads, queen, audit",
+      "unknown config key mointor; known keys here: server, paths, workers, monitor, idle, restart, shutdown, downloads, queen, audit, resources",
     );
   });
 

@@ -1,6 +1,6 @@
 /** The README's table of config keys is the schema's: same keys, same defaults. */
 import { expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { defaultConfig } from "../src/config.ts";
 import { ROOT } from "./helpers.ts";
@@ -15,4 +15,14 @@ test("every key and default in the README's hive.toml block matches the config s
   actual.paths!.data_dir = "~/.rbee";
   actual.workers!.profiles = undefined; // documented as a comment: profiles have their own section
   expect(JSON.parse(JSON.stringify(documented))).toEqual(JSON.parse(JSON.stringify(actual)));
+});
+
+test("the README's code map names every top-level folder of src/, and only folders that exist", () => {
+  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+  const map = readme.slice(readme.indexOf("**Code map**"), readme.indexOf("Services never import Elysia"));
+  const named = [...map.matchAll(/^\s*\| `(src\/[a-z-]+\/)` \|/gm)].map((m) => m[1]);
+  const actual = readdirSync(join(ROOT, "src"), { withFileTypes: true })
+    .filter((d) => d.isDirectory())
+    .map((d) => `src/${d.name}/`);
+  expect(named.sort()).toEqual(actual.sort());
 });

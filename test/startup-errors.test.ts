@@ -43,7 +43,7 @@ describe("unknown config keys name the key itself", () => {
   });
   test("a top-level key", () => {
     expect(configError("bogus_top = 1")).toBe(
-      "unknown config key bogus_top; known keys here: server, paths, workers, monitor, idle, restart, shutdown, downloads, queen, audit",
+      "unknown config key bogus_top; known keys here: server, paths, workers, monitor, idle, restart, shutdown, downloads, queen, audit, resources",
     );
   });
   test("a key whose value is an array", () => {
