@@ -47,7 +47,7 @@ function killGroup(pgid: number): void {
 }
 
 const version = Bun.spawnSync([bin, "--version"], { cwd: "/" });
-check(version.exitCode === 0 && /^rbee-hive \d+\.\d+\.\d+\n$/.test(version.stdout.toString()), `--version: ${version.stdout.toString().trim()}`);
+check(version.exitCode === 0 && /^rbee-hive \d+\.\d+\.\d+ \(commit (?:[0-9a-f]{7,}(?:-dirty)?|unknown), [a-z]+-[a-z0-9]+(?:-baseline)?\)\n$/.test(version.stdout.toString()), `--version: ${version.stdout.toString().trim()}`);
 
 const hub = await FakeHub.start({});
 hub.addRepo({ id: "smoke/tiny-GGUF", files: [{ path: "tiny.Q4_K_M.gguf", size: 2_000_000, seed: 1 }] });

@@ -10,7 +10,7 @@ import { parseCli, USAGE } from "./cli.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createLogger, parseLogLevel } from "./shared/logger.ts";
 import { startHive, StartupError } from "./hive.ts";
-import { VERSION } from "./version.ts";
+import { VERSION_LINE } from "./version.ts";
 import { EXIT_FAILURE, EXIT_USAGE } from "./exit-codes.ts";
 
 async function main(argv: string[]): Promise<void> {
@@ -20,7 +20,7 @@ async function main(argv: string[]): Promise<void> {
       console.log(USAGE);
       return;
     case "version":
-      console.log(`rbee-hive ${VERSION}`);
+      console.log(VERSION_LINE);
       return;
     case "error":
       console.error(command.message);

@@ -63,9 +63,9 @@ describe("rbee-hive process", () => {
     expect(await new Response(proc.stdout).text()).toBe("");
   });
 
-  test("--version prints the version", async () => {
+  test("--version prints the version, the commit (dev from source) and the target", async () => {
     const proc = Bun.spawn([process.execPath, MAIN, "daemon", "--version"], { stdout: "pipe" });
     expect(await exitWithin(proc, 10_000, "rbee-hive --version")).toBe(0);
-    expect(await new Response(proc.stdout).text()).toBe(`rbee-hive ${VERSION}\n`);
+    expect(await new Response(proc.stdout).text()).toBe(`rbee-hive ${VERSION} (commit dev, ${process.platform}-${process.arch})\n`);
   });
 });
