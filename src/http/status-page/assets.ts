@@ -1,0 +1,38 @@
+/**
+ * The status page's files, embedded as text so they ship inside the compiled binary (no files to
+ * install, no network): the page, its script and its stylesheet, each with a content hash that
+ * serves as ETag and as the version in the asset URLs.
+ */
+import html from "./index.html" with { type: "text" };
+import js from "./app.js" with { type: "text" };
+import css from "./app.css" with { type: "text" };
+
+export interface Asset {
+  body: string;
+  contentType: string;
+  etag: string;
+}
+
+/** bun-types types an .html import as an HTML bundle; with `type: "text"` Bun hands over the text. */
+function text(what: string, value: unknown): string {
+  if (typeof value !== "string") throw new Error(`status page: ${what} was not embedded as text`);
+  return value;
+}
+
+const tagOf = (body: string) => new Bun.CryptoHasher("sha256").update(body).digest("hex").slice(0, 16);
+
+function asset(body: string, contentType: string): Asset {
+  return { body, contentType, etag: `"${tagOf(body)}"` };
+}
+
+export const SCRIPT = asset(text("app.js", js), "text/javascript; charset=utf-8");
+export const STYLE = asset(text("app.css", css), "text/css; charset=utf-8");
+
+/** The page, telling its script whether this hive wants a token (a caller learns that from any 401 anyway). */
+export function pageFor(auth: "token" | "none"): Asset {
+  const body = text("index.html", html)
+    .replace("__RBEE_AUTH__", auth)
+    .replace("__RBEE_JS_TAG__", tagOf(SCRIPT.body))
+    .replace("__RBEE_CSS_TAG__", tagOf(STYLE.body));
+  return asset(body, "text/html; charset=utf-8");
+}
