@@ -49,7 +49,7 @@ function killGroup(pgid: number): void {
 const version = Bun.spawnSync([bin, "--version"], { cwd: "/" });
 check(version.exitCode === 0 && /^rbee-hive \d+\.\d+\.\d+ \(commit (?:[0-9a-f]{7,}(?:-dirty)?|unknown), [a-z]+-[a-z0-9]+(?:-baseline)?\)\n$/.test(version.stdout.toString()), `--version: ${version.stdout.toString().trim()}`);
 
-const hub = await FakeHub.start({});
+const hub = await FakeHub.start({ ggufHeaders: true }); // the hive keeps a model's GGUF header: it must be one
 hub.addRepo({ id: "smoke/tiny-GGUF", files: [{ path: "tiny.Q4_K_M.gguf", size: 2_000_000, seed: 1 }] });
 const dataDir = mkdtempSync(join(tmpdir(), "rbee-smoke-"));
 const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });

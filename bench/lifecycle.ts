@@ -6,6 +6,9 @@
  *      time the same fake worker needs when started directly (Bun.spawn + a tiny callback
  *      receiver) until its GET /health answers 200. Runs are interleaved, the order alternating
  *      (direct first in even runs, hive first in odd ones). Target: median overhead ≤ 15 ms.
+ *      Inside it, the spawn preflight (memory estimate + admission, SpawnAdmission) is timed on
+ *      its own; target: median ≤ 1 ms with the device detection cached (runs that detected are
+ *      reported apart).
  *  (b) exit detection: SIGKILL of a ready worker → `exited` event (restart disabled). Target:
  *      median ≤ 10 ms. Baseline (reported, not judged): SIGKILL of the direct worker → Bun's own
  *      `exited` for it, in the same runs.
@@ -22,6 +25,7 @@ const RUNS = Number(process.argv[2] ?? 50);
 const WARMUP = 3;
 const TARGET_OVERHEAD_MS = 15;
 const TARGET_EXIT_MS = 10;
+const TARGET_PREFLIGHT_MS = 1;
 
 const log = benchLog("lifecycle");
 const now = () => performance.now();
@@ -148,6 +152,25 @@ await runBench("lifecycle", async () => {
 
   hive = await startTestHive(); // restart disabled, monitor idle (interval 3600 s)
   const seen = new Map<string, number>();
+  // Time the preflight where the spawn path calls it: estimate() starts it, admit() ends it.
+  const preflight: Array<{ ms: number; detected: boolean }> = [];
+  const { admission, inventory } = hive.resources;
+  const estimate = admission.estimate.bind(admission);
+  const admit = admission.admit.bind(admission);
+  let started = 0;
+  let probesBefore = 0;
+  admission.estimate = (model, context) => {
+    started = now();
+    probesBefore = inventory.probes;
+    return estimate(model, context);
+  };
+  admission.admit = async (req) => {
+    try {
+      return await admit(req);
+    } finally {
+      preflight.push({ ms: now() - started, detected: inventory.probes !== probesBefore });
+    }
+  };
   hive.bus.subscribe((e) => {
     const t = now();
     if (e.type === "spawned") hivePids.add(e.data.pid);
@@ -173,6 +196,10 @@ await runBench("lifecycle", async () => {
   }
 
   const overhead = median(h.map((r) => r.ready)) - median(d.map((r) => r.total));
+  const measured = preflight.slice(WARMUP);
+  const cachedPreflight = measured.filter((p) => !p.detected).map((p) => p.ms);
+  const detectingPreflight = measured.filter((p) => p.detected).map((p) => p.ms);
+  const preflightVerdict = verdict(median(cachedPreflight), TARGET_PREFLIGHT_MS, "at most");
   const exitMedian = median(h.map((r) => r.exited));
   await hive.close();
   hive = undefined;
@@ -181,7 +208,7 @@ await runBench("lifecycle", async () => {
   precondition(left.length === 0, `no worker of the hive left after close (left: ${left.join(", ")})`);
   const spawnVerdict = verdict(overhead, TARGET_OVERHEAD_MS, "at most");
   const exitVerdict = verdict(exitMedian, TARGET_EXIT_MS, "at most");
-  const pass = spawnVerdict.pass && exitVerdict.pass;
+  const pass = spawnVerdict.pass && exitVerdict.pass && preflightVerdict.pass;
   const result = {
     bench: "lifecycle",
     runs: RUNS,
@@ -202,6 +229,13 @@ await runBench("lifecycle", async () => {
         direct_spawn_to_callback: median(d.map((r) => r.toCallback)),
         direct_callback_to_healthy: median(d.map((r) => r.callbackToHealthy)),
       },
+    },
+    spawn_preflight: {
+      cached: stats(cachedPreflight),
+      with_detection: detectingPreflight.length ? stats(detectingPreflight) : null,
+      target_median_ms: TARGET_PREFLIGHT_MS,
+      verdict: preflightVerdict,
+      pass: preflightVerdict.pass,
     },
     sigkill_to_exited: {
       ...stats(h.map((r) => r.exited)),

@@ -21,6 +21,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { FAKE_WORKER, MAIN, freePort, startTestHive, tempDir, type TestHive } from "../test/helpers.ts";
+import { tinyLlamaSpec, writeGguf } from "../test/fixtures/gguf-writer.ts";
 import { benchLog, precondition, rotation, round, runBench, stats, verdict } from "./harness.ts";
 
 const KILLS = Number(process.argv[2] ?? 30);
@@ -200,10 +201,11 @@ interface Daemon {
 async function startDaemon(root: string, intervalS: number, portMin: number): Promise<Daemon> {
   const dir = join(root, `monitor-${intervalS}`);
   mkdirSync(join(dir, "models"), { recursive: true });
-  writeFileSync(join(dir, "models/m.gguf"), "GGUF fake model");
+  writeGguf(join(dir, "models/m.gguf"), tinyLlamaSpec());
   const port = freePort();
   const config = join(dir, "hive.toml");
-  writeFileSync(config, `[monitor]\ninterval_s = ${intervalS}\n\n[workers]\nport_min = ${portMin}\nport_max = ${portMin + 1000}\n`);
+  // The fake worker takes next to nothing: no 1 GiB overhead per worker, no RAM kept back (100 workers fit).
+  writeFileSync(config, `[monitor]\ninterval_s = ${intervalS}\n\n[workers]\nport_min = ${portMin}\nport_max = ${portMin + 1000}\n\n[resources]\noverhead_mb = 0\nram_reserve_mb = 0\n`);
   const proc = Bun.spawn([process.execPath, MAIN, "daemon", "--addr", `127.0.0.1:${port}`], {
     env: { ...process.env, RBEE_DATA_DIR: dir, RBEE_WORKER_BINARY: FAKE_WORKER, RBEE_SILENT: "1", RBEE_CONFIG: config, LLORCH_API_TOKEN: "" },
     stdin: "ignore",

@@ -9,7 +9,10 @@ import type { Logger } from "./shared/logger.ts";
 import { errorPlugin } from "./http/errors.ts";
 import { authPlugin, type AuthOptions } from "./http/middleware/auth.ts";
 import { bodyLimitPlugin } from "./http/middleware/body-limit.ts";
+import { isStreamedPath } from "./http/proxy.ts";
 import { healthController, type CatalogHealthProbe } from "./http/health.ts";
+import { hiveInfoController } from "./http/hive-info.ts";
+import { statusPageController } from "./http/status-page.ts";
 import { VERSION } from "./version.ts";
 import { renderDocsPage, type OpenApiSpec } from "./http/docs-page.ts";
 import { streamedResponse } from "./http/schemas.ts";
@@ -23,6 +26,9 @@ export interface AppDeps {
   onAuthEvent?: AuthOptions["onAuthEvent"];
   /** State of the model catalog for GET /v1/health (absent: the field is left out). */
   catalogHealth?: CatalogHealthProbe;
+  /** When this hive started serving (unix ms; default: when the app was built), for GET /v1/hive. */
+  startedAt?: number;
+  now?: () => number;
   /** Controllers for the other areas, composed after auth. */
   controllers?: Elysia<any, any, any, any, any, any, any>[];
 }
@@ -41,7 +47,7 @@ export function createApp(deps: AppDeps) {
           info: {
             title: "rbee-hive",
             version: VERSION,
-            description: "Host agent of an rbee LLM cluster. Every route except /v1/health, /metrics, /openapi and /openapi/json needs `Authorization: Bearer <LLORCH_API_TOKEN>` when a token is set.",
+            description: "Host agent of an rbee LLM cluster. Every route except /v1/health, /metrics, /openapi, /openapi/json and the status page (/, /ui/app.js, /ui/app.css) needs `Authorization: Bearer <LLORCH_API_TOKEN>` when a token is set.",
           },
           components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
           security: [{ bearer: [] }],
@@ -56,8 +62,11 @@ export function createApp(deps: AppDeps) {
         onAuthEvent: deps.onAuthEvent,
       }),
     )
-    .use(bodyLimitPlugin({ limitFor: () => deps.config.server.body_limit_bytes }))
-    .use(healthController(deps.catalogHealth));
+    // The inference and proxy routes stream their bodies to the worker and count them themselves.
+    .use(bodyLimitPlugin({ limitFor: (path) => (isStreamedPath(path) ? null : deps.config.server.body_limit_bytes) }))
+    .use(healthController(deps.catalogHealth))
+    .use(hiveInfoController({ hiveId: deps.config.queen.hive_id, startedAt: deps.startedAt ?? Date.now(), now: deps.now ?? Date.now }))
+    .use(statusPageController({ tokenRequired: !!deps.apiToken }));
   for (const c of deps.controllers ?? []) app = app.use(c) as typeof app;
   let docs: string | undefined;
   return app.get(

@@ -25,7 +25,7 @@ export const REMOVED_SUBCOMMANDS: Record<string, string> = {
   models: "use GET /v1/models and POST /v1/models/download",
   worker: "use POST /v1/workers/spawn, GET /v1/workers/list and POST /v1/workers/stop",
   status: "use GET /v1/health and GET /v1/workers/list",
-  detect: "device detection is not served over HTTP yet",
+  detect: "use GET /v1/devices",
 };
 
 export const USAGE = `rbee-hive — host agent of an rbee LLM cluster (daemon-only; driven over HTTP)

@@ -26,6 +26,11 @@ export const WorkerProfileSchema = t.Object(
     healthy_status: t.Array(t.String(), { description: "accepted values of the JSON `status` field of a 2xx health answer" }),
     backends: t.Array(t.String({ pattern: "^[A-Za-z0-9_-]+$" }), { minItems: 1 }),
     env: t.Record(t.String(), t.String()),
+    inference_path: t.String({ pattern: "^/", description: "where POST /v1/workers/{id}/inference forwards" }),
+    progress_path: t.String({ pattern: "^(/.*)?$", description: "the worker's loading progress SSE, relayed while it loads (\"\" = none)" }),
+    slots: t.Union([t.Integer({ minimum: 1, maximum: 1024 }), t.Literal("props")], {
+      description: 'requests the worker serves at once; "props" = read total_slots from its GET /props (llama-server)',
+    }),
   },
   { additionalProperties: false },
 );
@@ -63,6 +68,14 @@ export const HiveConfigSchema = t.Object(
       log_ring_lines: t.Integer({ minimum: 10, default: 500 }),
       log_file_max_mb: t.Number({ exclusiveMinimum: 0, default: 16, description: "a worker log over this size is rotated to .1 at the next start" }),
       exited_retention_s: Seconds(600, "how long the record of a gone worker stays readable"),
+      keep_workers_on_exit: t.Boolean({
+        default: false,
+        description: "a stop of the hive leaves its workers running and the next hive adopts them (RBEE_KEEP_WORKERS_ON_EXIT)",
+      }),
+      proxy_body_limit_mb: t.Number({ exclusiveMinimum: 0, default: 32, description: "request body limit of the inference and proxy routes (streamed)" }),
+      queue_max: t.Integer({ minimum: 0, default: 16, description: "requests that may wait for a free slot, per worker; more get 429" }),
+      queue_timeout_s: Seconds(30, "a request waits this long for a free slot, then gets 429"),
+      drain_timeout_s: Seconds(30, "stop and restart wait this long for requests in flight"),
     }),
     monitor: Section({
       interval_s: Seconds(5, "health check period", 0.01),
@@ -72,8 +85,8 @@ export const HiveConfigSchema = t.Object(
       startup_grace_s: Seconds(0, "no health checks this long after a worker became ready"),
     }),
     idle: Section({
-      check_interval_s: Seconds(60, "reserved for the idle stop", 0.01),
-      timeout_s: Seconds(300, "reserved for the idle stop; 0 = never"),
+      check_interval_s: Seconds(60, "how often workers are checked for idleness", 0.01),
+      timeout_s: Seconds(300, "a worker idle this long is stopped; 0 = never (a spawn's keep_alive_s overrides)"),
     }),
     restart: Section({
       enabled: t.Boolean({ default: true }),
@@ -137,6 +150,9 @@ export const DEFAULT_WORKER_PROFILE: WorkerProfile = {
   healthy_status: ["healthy"],
   backends: ["cpu", "cuda", "metal"],
   env: {},
+  inference_path: "/v1/inference",
+  progress_path: "/v1/loading/progress",
+  slots: 1,
 };
 
 /** The configuration with nothing set: the schema's defaults (`~` in paths stands for `home`). */
@@ -232,6 +248,9 @@ function envLayer(env: Env): Obj {
   if (env.RBEE_SILENT !== undefined && env.RBEE_SILENT !== "" && env.RBEE_SILENT !== "0" && env.RBEE_SILENT !== "false") {
     set("workers", "silent", true);
   }
+  // Set by the keep-workers systemd drop-in (packaging/keep-workers.conf); "false"/"0" switch it off.
+  const keep = env.RBEE_KEEP_WORKERS_ON_EXIT;
+  if (keep !== undefined && keep !== "") set("workers", "keep_workers_on_exit", keep !== "0" && keep !== "false");
   if (env.QUEEN_CALLBACK_URL) set("queen", "callback_url", env.QUEEN_CALLBACK_URL);
   if (env.RBEE_HIVE_ID) set("queen", "hive_id", env.RBEE_HIVE_ID);
   if (env.LLORCH_AUDIT_MODE) set("audit", "mode", env.LLORCH_AUDIT_MODE);

@@ -4,7 +4,7 @@
  */
 import { t, type Static } from "./shared/schema.ts";
 import { EventBus, type BusEvent } from "./shared/event-bus.ts";
-import { ExitReason } from "./workers/schemas.ts";
+import { ExitReason, LoadProgress } from "./workers/schemas.ts";
 
 const Worker = { worker_id: t.String() };
 const Download = { download_id: t.String(), model_ref: t.String(), revision: t.String() };
@@ -28,6 +28,16 @@ export const HiveEventSchemas = {
     reason: t.Union([ExitReason, t.Literal("requested")], { description: "the exit that caused it, or requested (operator)" }),
   }),
   crash_loop: t.Object({ ...Worker, reason: t.String() }),
+  adopted: t.Object(
+    { ...Worker, pid: t.Integer(), port: t.Integer(), url: t.String(), state: t.String(), phase: t.String(), restart_count: t.Integer() },
+    { description: "a worker process a previous hive left running is this hive's again (same id, url, port, counters)" },
+  ),
+  restored: t.Object(
+    { ...Worker, phase: t.String(), download_id: t.Union([t.String(), t.Null()]) },
+    { description: "a saved worker without a process (waiting for its download or a restart, or in crash_loop) continues" },
+  ),
+  idle_stopped: t.Object({ ...Worker, idle_s: t.Number(), timeout_s: t.Number() }),
+  loading_progress: t.Composite([t.Object(Worker), t.Omit(LoadProgress, ["at"])]),
   download_started: t.Object(Download),
   download_complete: t.Object({ ...Download, local_path: t.String(), bytes: t.Integer() }),
   download_failed: t.Object({ ...Download, code: t.String(), message: t.String() }),

@@ -28,7 +28,16 @@ import { workersController } from "./http/workers.ts";
 import { eventsController } from "./http/events.ts";
 import { metricsController } from "./http/metrics.ts";
 import { modelsController } from "./http/models.ts";
+import { proxyController } from "./http/proxy.ts";
+import type { WorkerActivity } from "./workers/activity.ts";
+import type { IdleReaper } from "./workers/timeout.ts";
+import { resourcesController } from "./http/resources.ts";
+import { catalogEstimator, createHostResources, type HostResourceServices, type HostResourcesOptions } from "./resources/index.ts";
+import { profileSupport } from "./resources/backends.ts";
 import type { ServerRef } from "./http/server-ref.ts";
+import { shutdownController } from "./http/shutdown.ts";
+import { exitPolicySpawner, openHiveState, takeOver, type HiveState } from "./hive-state.ts";
+import { StateInUseError } from "./shared/state-db.ts";
 
 export class StartupError extends Error {
   constructor(message: string) {
@@ -51,6 +60,10 @@ export interface HiveOverrides {
   statfs?: (path: string) => { bavail: number | bigint; bsize: number | bigint };
   /** File system calls of the `file:` model walk (tests gate them). */
   walkFs?: WalkFs;
+  /** Seconds a connection may stay silent (tests shorten it to show streams outlive it). */
+  idleTimeoutS?: number;
+  /** Device detection seams (tests: the tools' PATH, fake nvidia-smi; /proc readers). */
+  resources?: Pick<HostResourcesOptions, "inventory" | "ramUseOf" | "groupOf">;
 }
 
 export interface Hive {
@@ -63,6 +76,9 @@ export interface Hive {
   bus: HiveBus;
   catalog: ModelCatalog;
   tracker: DownloadTracker;
+  activity: WorkerActivity;
+  idleReaper: IdleReaper;
+  resources: HostResourceServices;
 }
 
 export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOverrides = {}): Promise<Hive> {
@@ -75,20 +91,33 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
   prepareDir(resolved.logsDir, "logs dir");
 
   const clock = o.clock ?? systemClock;
+  const state = openState(loaded, logger, clock);
+  const keepWorkers = config.workers.keep_workers_on_exit;
   const shutdown = new ShutdownCoordinator(logger, config.shutdown.total_timeout_s * 1000);
   const bus = createHiveBus(config.server.events_buffer, () => clock.now());
   const registry = new WorkerRegistry(logger, () => clock.now(), config.workers.exited_retention_s * 1000);
   const http = new HttpClient(o.fetch);
-  const models = openModels({ loaded, bus, clock, logger, users: registry, fetch: o.fetch, statfs: o.statfs, walkFs: o.walkFs });
+  const models = openModels({ loaded, bus, clock, logger, users: registry, fetch: o.fetch, statfs: o.statfs, walkFs: o.walkFs, downloadStore: state.downloads });
+  const resources = createHostResources({ config, modelsDir: resolved.modelsDir, logger, clock, ...o.resources });
   let callbackBase = "";
-  const { lifecycle, monitor } = createWorkersArea({
+  const { lifecycle, monitor, activity, passthrough, idleReaper } = createWorkersArea({
     loaded, registry, bus, clock, logger, http,
     models: models.resolver,
-    spawner: o.spawner ?? spawnSupervised,
+    admission: resources.admission,
+    spawner: exitPolicySpawner(o.spawner ?? spawnSupervised, keepWorkers),
     callbackBase: () => callbackBase,
     random: o.random,
     workerEnv: o.workerEnv,
     echo: workerEcho(o.echo, config.workers.silent),
+    fetch: o.fetch,
+    downloads: (downloadId, listener) => models.tracker.subscribe(downloadId, undefined, (e) => listener(e.data)),
+  });
+
+  // The previous hive's workers and downloads, before anything can take their ports.
+  let listening!: () => void;
+  const survived = await takeOver({
+    loaded, state, registry, lifecycle, models, http, clock, logger,
+    listening: new Promise<void>((resolve) => (listening = resolve)),
   });
 
   const serverRef: ServerRef = { current: null };
@@ -101,17 +130,34 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     catalogHealth: () => models.catalog.health(),
     controllers: [
       workersController(lifecycle, registry),
+      proxyController({ passthrough, activity, registry, server: serverRef }),
       metricsController(new HiveMetrics(bus, registry)),
       modelsController(models.service, models.tracker, streams),
+      resourcesController({
+        inventory: resources.inventory,
+        preflight: resources.preflight,
+        profiles: () => profileSupport(config),
+        counts: () => ({ models: models.service.list().length, workers: registry.list().length }),
+        estimateModel: catalogEstimator((ref, revision) => models.service.find(ref, revision), resources.footprints, resources.preflight),
+      }),
       eventsController(bus, streams),
+      shutdownController(() => shutdown.request("POST /v1/shutdown")),
     ],
   });
-  const server = bind(loaded, logger, (request) => app.fetch(request));
+  let server: HiveServer;
+  try {
+    server = bind(loaded, logger, (request) => app.fetch(request), o.idleTimeoutS);
+  } catch (e) {
+    state.db.close(); // the next hive on this data dir must not find it locked
+    throw e;
+  }
   serverRef.current = server.server;
   // Workers run on this host: they reach us on loopback unless we bound one specific address.
   const reachableHost = resolved.host === "0.0.0.0" || resolved.host === "::" ? "127.0.0.1" : resolved.host;
   callbackBase = `http://${reachableHost.includes(":") ? `[${reachableHost}]` : reachableHost}:${server.server.port}`;
+  listening();
   monitor.start();
+  idleReaper.start();
 
   // Teardown order: refuse new work at once, stop accepting (open streams end through
   // shutdown.signal), stop the monitor so nothing is restarted, stop every worker in parallel,
@@ -123,10 +169,19 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     if ((await Promise.race([graceful, timeout])) === "timeout") await server.stop(true);
   });
   shutdown.register("monitor", () => monitor.stop());
-  shutdown.register("workers", () => lifecycle.stopAll(config.shutdown.worker_grace_s * 1000));
+  shutdown.register("idle reaper", () => idleReaper.stop());
+  // keep_workers_on_exit: the workers stay running and saved, for the next hive to adopt.
+  shutdown.register("workers", () => (keepWorkers ? lifecycle.detachAll() : lifecycle.stopAll(config.shutdown.worker_grace_s * 1000)));
   shutdown.register("downloads", () => models.tracker.stopAll());
   shutdown.register("catalog", () => models.catalog.close());
-  shutdown.registerForce(() => lifecycle.killAll());
+  shutdown.register("state", () => {
+    survived.stopPersisting();
+    state.db.close();
+  });
+  shutdown.registerForce(() => {
+    if (!keepWorkers) lifecycle.killAll();
+  });
+  shutdown.addSummary(() => lifecycle.shutdownTally.summary());
 
   logger.info("rbee-hive listening", {
     url: server.url,
@@ -136,8 +191,18 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     auth: secrets.apiToken ? tokenFingerprint(secrets.apiToken) : "off (loopback only)",
     loopback: isLoopbackHost(resolved.host),
     config: loaded.source,
+    keep_workers_on_exit: keepWorkers,
+    workers_adopted: survived.outcome.adopted.length,
   });
-  return { server, shutdown, url: server.url, registry, lifecycle, monitor, bus, catalog: models.catalog, tracker: models.tracker };
+  return { server, shutdown, url: server.url, registry, lifecycle, monitor, bus, catalog: models.catalog, tracker: models.tracker, resources, activity, idleReaper };
+}
+
+function openState(loaded: LoadedConfig, logger: Logger, clock: Clock): HiveState {
+  try {
+    return openHiveState(loaded, logger, clock);
+  } catch (e) {
+    throw new StartupError(e instanceof StateInUseError ? e.message : `cannot open the hive state ${loaded.resolved.dataDir}/state.db: ${errorMessage(e)}`);
+  }
 }
 
 function openModels(deps: ModelsAreaDeps): ModelsArea {
@@ -155,10 +220,17 @@ function workerEcho(echo: HiveOverrides["echo"], silent: boolean): ((line: strin
 }
 
 /** Bind the socket; a taken address is one clear line (is another hive running?). */
-function bind(loaded: LoadedConfig, logger: Logger, fetch: Parameters<typeof serve>[0]): HiveServer {
+function bind(loaded: LoadedConfig, logger: Logger, fetch: Parameters<typeof serve>[0], idleTimeoutS?: number): HiveServer {
   const { config, resolved } = loaded;
   try {
-    return serve(fetch, { host: resolved.host, port: resolved.port, bodyLimitBytes: config.server.body_limit_bytes, logger });
+    return serve(fetch, {
+      host: resolved.host,
+      port: resolved.port,
+      bodyLimitBytes: config.server.body_limit_bytes,
+      streamedBodyLimitBytes: config.workers.proxy_body_limit_mb * 1024 * 1024,
+      idleTimeoutS,
+      logger,
+    });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "EADDRINUSE") {
       throw new StartupError(`cannot bind ${config.server.addr}: the address is already in use (is another rbee-hive running?)`);

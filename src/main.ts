@@ -12,8 +12,11 @@ import { createLogger, parseLogLevel } from "./shared/logger.ts";
 import { startHive, StartupError } from "./hive.ts";
 import { VERSION_LINE } from "./version.ts";
 import { EXIT_FAILURE, EXIT_USAGE } from "./exit-codes.ts";
+import { GUARDIAN_ENV, runGuardian } from "./shared/group-guardian.ts";
 
 async function main(argv: string[]): Promise<void> {
+  // The compiled binary is also its own group guardian (group-guardian.ts); not a user command.
+  if (process.env[GUARDIAN_ENV] === "1") await runGuardian();
   const command = parseCli(argv);
   switch (command.kind) {
     case "help":
@@ -51,6 +54,7 @@ async function main(argv: string[]): Promise<void> {
     }
     throw e;
   }
+  // Signals and POST /v1/shutdown end the same way: exit 0, or 1 when the bound was exceeded.
   hive.shutdown.installSignalHandlers();
   // A daemon must not die because one background task forgot a catch: log it loudly instead.
   process.on("unhandledRejection", (reason) => {

@@ -11,6 +11,10 @@ export interface ServeOptions {
   host: string;
   port: number;
   bodyLimitBytes: number;
+  /** The inference and proxy routes' own limit (they stream; the app enforces it). */
+  streamedBodyLimitBytes?: number;
+  /** Seconds a connection may stay silent (default 30); streaming routes lift it per request. */
+  idleTimeoutS?: number;
   logger: Logger;
 }
 
@@ -30,8 +34,8 @@ export function serve(fetch: FetchHandler, opts: ServeOptions): HiveServer {
     reusePort: false,
     // Bun's own cap answers 413 with an empty body, before auth; the app's limit (a hook after
     // auth) answers with the JSON error, so this cap only stops bodies no route could accept.
-    maxRequestBodySize: Math.max(opts.bodyLimitBytes * 4, 16 * 1024 * 1024),
-    idleTimeout: 30,
+    maxRequestBodySize: Math.max(opts.bodyLimitBytes * 4, 16 * 1024 * 1024, (opts.streamedBodyLimitBytes ?? 0) + 1024 * 1024),
+    idleTimeout: opts.idleTimeoutS ?? 30,
     async fetch(request, srv) {
       const started = performance.now();
       let response: Response;

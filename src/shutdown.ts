@@ -2,6 +2,9 @@
  * Graceful shutdown: stop accepting, end SSE streams (abort `signal`), run the registered teardown
  * steps in order within a bounded total time, then exit. A second signal forces: the registered
  * force steps (SIGKILL to every worker group) run synchronously and the process exits at once.
+ * Started by SIGTERM/SIGINT or by `request()` (POST /v1/shutdown); either way it ends with one
+ * summary line ("shutdown complete": duration, and what the summary providers add: the workers'
+ * total, graceful, forced, kept) and the same exit.
  */
 import type { Logger } from "./shared/logger.ts";
 import { EXIT_FAILURE, EXIT_OK } from "./exit-codes.ts";
@@ -21,7 +24,10 @@ export class ShutdownCoordinator {
   private readonly controller = new AbortController();
   private readonly steps: TeardownStep[] = [];
   private readonly forceSteps: Array<() => void> = [];
+  private readonly summaries: Array<() => Record<string, unknown>> = [];
   private running: Promise<ShutdownResult> | null = null;
+  /** How the process ends once shutdown is done (installSignalHandlers sets it; tests leave it unset). */
+  private exit: ((code: number) => void) | null = null;
 
   constructor(
     private readonly logger: Logger,
@@ -45,6 +51,20 @@ export class ShutdownCoordinator {
   /** Synchronous last resort when a second signal arrives or the bound is exceeded. */
   registerForce(fn: () => void): void {
     this.forceSteps.push(fn);
+  }
+
+  /** Fields for the summary line, asked for when shutdown ends (e.g. how the workers ended). */
+  addSummary(fields: () => Record<string, unknown>): void {
+    this.summaries.push(fields);
+  }
+
+  /**
+   * Shut down from inside (POST /v1/shutdown): like the first signal, ending in the same exit.
+   * A request while shutdown runs changes nothing.
+   */
+  request(reason: string): void {
+    if (this.running) return;
+    void this.run(reason).then((r) => this.exit?.(r.timedOut ? EXIT_FAILURE : EXIT_OK));
   }
 
   /** Idempotent: a second call returns the first run. */
@@ -91,7 +111,15 @@ export class ShutdownCoordinator {
       this.force();
     }
     const ms = Math.round(performance.now() - started);
-    this.logger.info("shutdown complete", { ms, timed_out: timedOut, failed: failed.length ? failed : undefined });
+    const summary: Record<string, unknown> = {};
+    for (const fields of this.summaries) {
+      try {
+        Object.assign(summary, fields());
+      } catch (e) {
+        this.logger.error("shutdown summary failed", { err: String(e) });
+      }
+    }
+    this.logger.info("shutdown complete", { reason, ms, timed_out: timedOut, ...summary, failed: failed.length ? failed : undefined });
     return { timedOut, failed, ms };
   }
 
@@ -100,6 +128,7 @@ export class ShutdownCoordinator {
    * `exit` is injected so tests can observe it.
    */
   installSignalHandlers(exit: (code: number) => void = (c) => process.exit(c)): () => void {
+    this.exit = exit;
     const onSignal = (sig: NodeJS.Signals) => {
       if (this.running) {
         this.logger.warn("second signal: forcing exit", { signal: sig });

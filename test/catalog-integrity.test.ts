@@ -12,6 +12,7 @@ import { ModelCatalog } from "../src/models/model-catalog/catalog.ts";
 import { rebuildCatalogFromCache } from "../src/models/provisioner/rebuild-catalog.ts";
 import { FAKE_WORKER, memoryLogger, tempDir, testConfig, waitFor } from "./helpers.ts";
 import { FakeHub } from "./fixtures/fake-hub.ts";
+import { tinyLlamaSpec, writeGguf } from "./fixtures/gguf-writer.ts";
 
 const SIZE = 300_000;
 const cleanups: Array<() => void | Promise<void>> = [];
@@ -35,11 +36,13 @@ async function start(dataDir: string, env: Record<string, string> = {}): Promise
       restart: { enabled: false },
       shutdown: { worker_grace_s: 1, total_timeout_s: 5 },
       downloads: { part_size_mb: 0.25, parallel_parts: 1, disk_margin_mb: 0, progress_interval_s: 0.01, max_retries: 1 },
+      resources: { overhead_mb: 0, ram_reserve_mb: 0 },
     },
     env,
   );
   const logger = memoryLogger();
-  const hive = await startHive(loaded, logger, { echo: null });
+  // No detection tools on this PATH: never the host's real nvidia-smi.
+  const hive = await startHive(loaded, logger, { echo: null, resources: { inventory: { env: { PATH: join(dataDir, "no-tools") } } } });
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -67,7 +70,7 @@ function temp(): string {
 }
 
 async function hub(): Promise<FakeHub> {
-  const h = await FakeHub.start({ chunkBytes: 16 * 1024 });
+  const h = await FakeHub.start({ chunkBytes: 16 * 1024, ggufHeaders: true });
   cleanups.push(() => h.stop());
   h.addRepo({
     id: "org/tiny-GGUF",
@@ -106,7 +109,7 @@ describe("a damaged models.db at start-up", () => {
     expect((await download(first, "hf:org/tiny-GGUF")).state).toBe("complete");
     expect((await download(first, "hf:org/tiny-GGUF:Q8_0")).state).toBe("complete");
     const local = join(data, "models", "local.gguf");
-    writeFileSync(local, "GGUF local");
+    writeGguf(local, tinyLlamaSpec());
     expect((await download(first, `file:${local}`)).download_id).toBe("cached");
     await first.stop();
 

@@ -29,7 +29,7 @@ describe("parseCli", () => {
     models: "use GET /v1/models and POST /v1/models/download",
     worker: "use POST /v1/workers/spawn, GET /v1/workers/list and POST /v1/workers/stop",
     status: "use GET /v1/health and GET /v1/workers/list",
-    detect: "device detection is not served over HTTP yet",
+    detect: "use GET /v1/devices",
   };
   for (const [sub, route] of Object.entries(removed)) {
     test(`removed subcommand "${sub}" exits 2 pointing at the HTTP API`, () => {

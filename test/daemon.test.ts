@@ -3,6 +3,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { tinyLlamaSpec, writeGguf } from "./fixtures/gguf-writer.ts";
 import { exitWithin, FAKE_WORKER, freePort, groupMembers, killGroup, MAIN, pidAlive, tempDir, waitFor } from "./helpers.ts";
 
 /** Hang guard for a daemon that should exit: far above any real exit, far below the test timeout. */
@@ -133,10 +134,11 @@ describe("daemon process", () => {
     const d = tempDir();
     cleanups.push(d.cleanup);
     mkdirSync(join(d.path, "models"), { recursive: true });
-    writeFileSync(join(d.path, "models", "m.gguf"), "GGUF");
+    writeGguf(join(d.path, "models", "m.gguf"), tinyLlamaSpec());
     const pidFile = join(d.path, "grandchild.pid");
     const config = join(d.path, "hive.toml");
-    writeFileSync(config, toml);
+    // The fake worker takes next to nothing: no 1 GiB overhead per worker, no RAM kept back.
+    writeFileSync(config, `${toml}\n[resources]\noverhead_mb = 0\nram_reserve_mb = 0\n`);
     const daemon = startDaemon(port, {
       RBEE_DATA_DIR: d.path,
       RBEE_CONFIG: config,

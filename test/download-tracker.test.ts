@@ -11,7 +11,8 @@ import { Provisioner, type ProvisionerOptions } from "../src/models/provisioner/
 import type { Clock } from "../src/shared/clock.ts";
 import { systemClock } from "../src/shared/clock.ts";
 import { HiveError } from "../src/shared/errors.ts";
-import { FakeHub } from "./fixtures/fake-hub.ts";
+import { catalogMetadata } from "../src/resources/model-footprint.ts";
+import { FakeHub, MIN_GGUF_BYTES } from "./fixtures/fake-hub.ts";
 import { modelDefaults, rejection } from "./helpers.ts";
 
 const PART = 256 * 1024;
@@ -310,5 +311,37 @@ describe("errors and file: refs", () => {
     expect(v1.commit).toBe("1".repeat(40));
     expect(catalog.get("hf:org/rev-GGUF", "v1")!.size_bytes).toBe(1000);
     expect(catalog.get("hf:org/rev-GGUF")!.size_bytes).toBe(2000);
+  });
+});
+
+describe("the model's description at registration (describe: catalogMetadata, as the daemon wires it)", () => {
+  test("a downloaded GGUF model's header is kept in the catalog metadata", async () => {
+    make({ describe: catalogMetadata });
+    hub.addRepo({ id: "org/real-GGUF", files: [{ path: "real.Q4_K_M.gguf", size: 8000, seed: 4, gguf: true }] });
+    const entry = await ensure("hf:org/real-GGUF");
+    expect(entry.metadata).toMatchObject({ repo: "org/real-GGUF", selected_by: "default" });
+    expect(entry.metadata.gguf).toEqual({
+      version: 3, architecture: "llama", name: "tiny-llama-test", context_length: 2048, block_count: 4, embedding_length: 256,
+      head_count: 8, head_count_kv: 2, key_length: null, value_length: null, file_type: 15, file_type_name: "Q4_K_M",
+      tensor_count: 1, tensor_data_bytes: 8000 - (MIN_GGUF_BYTES - 32), parameter_count: 8, shards: 1,
+    });
+  });
+
+  test("a download that is not valid GGUF ends in INVALID_GGUF and never enters the catalog", async () => {
+    make({ describe: catalogMetadata });
+    const r = await start(REF);
+    if (r.cached) throw new Error("unexpected cache hit");
+    const e = await rejection(tracker.whenDone(r.job.id));
+    expect(e).toMatchObject({ status: 400, code: "INVALID_GGUF", message: expect.stringMatching(/^\/.*\/m\.Q4_K_M\.gguf is not a valid GGUF file: it does not start with the GGUF magic number$/) });
+    expect(catalog.get(REF)).toBeNull();
+  });
+
+  test("a file: model that is not valid GGUF is refused at registration", async () => {
+    make({ describe: catalogMetadata });
+    mkdirSync(join(dir, "models"), { recursive: true });
+    const path = join(dir, "models", "local.Q4_0.gguf");
+    writeFileSync(path, "gguf!");
+    expect(await rejection(start(`file:${path}`))).toMatchObject({ status: 400, code: "INVALID_GGUF", message: `${path} is not a valid GGUF file: 5 bytes is too short for a GGUF header (truncated?)` });
+    expect(catalog.get(`file:${path}`)).toBeNull();
   });
 });

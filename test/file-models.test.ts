@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { parseModelRef, catalogKey } from "../src/models/model-catalog/model-ref.ts";
 import { Provisioner, type WalkFs } from "../src/models/provisioner/provisioner.ts";
 import { fileRef, memoryLogger, modelDefaults, rejection, startTestHive, tempDir, type TestHive } from "./helpers.ts";
+import { tinyLlamaSpec, writeGguf } from "./fixtures/gguf-writer.ts";
 
 const cleanups: Array<() => void | Promise<void>> = [];
 afterEach(async () => {
@@ -108,7 +109,7 @@ describe("a directory model stays inside the allowed roots", () => {
     const { models }: any = await (await h.api("/v1/models")).json();
     const entry = models.find((m: any) => m.model_ref === `file:${dir}`);
     expect(entry.files.map((f: any) => [f.path, f.local_path, f.size_bytes])).toEqual([
-      ["alias.gguf", join(dir, "alias.gguf"), 15],
+      ["alias.gguf", join(dir, "alias.gguf"), Bun.file(join(h.modelsDir, "tiny.gguf")).size],
       ["sub/tok.json", join(dir, "sub", "tok.json"), 2],
       ["w.gguf", join(dir, "w.gguf"), 4],
     ]);
@@ -139,7 +140,7 @@ describe("the walk is bounded and asynchronous", () => {
     const h = await hive();
     const dir = join(h.modelsDir, "loops");
     mkdirSync(dir);
-    writeFileSync(join(dir, "m.gguf"), "GGUF loop");
+    writeGguf(join(dir, "m.gguf"), tinyLlamaSpec());
     for (let i = 0; i < 5; i++) symlinkSync(".", join(dir, `l${i}`));
     const res = await h.api("/v1/workers/spawn", {
       json: { model_ref: `file:${dir}`, backend: "cpu", device: 0 },
@@ -155,7 +156,7 @@ describe("the walk is bounded and asynchronous", () => {
     const h = await hive({ overrides: { walkFs: gate.fs } });
     const dir = join(h.modelsDir, "slow");
     mkdirSync(join(dir, "sub"), { recursive: true });
-    writeFileSync(join(dir, "sub", "m.gguf"), "GGUF");
+    writeGguf(join(dir, "sub", "m.gguf"), tinyLlamaSpec());
     let spawnDone = false;
     const spawn = h.api("/v1/workers/spawn", { json: { model_ref: `file:${dir}`, backend: "cpu", device: 0 } }).then((r) => {
       spawnDone = true;
@@ -225,7 +226,7 @@ describe("GET /v1/models lists only models complete on disk", () => {
     const h = await hive();
     const dir = join(h.modelsDir, "two");
     mkdirSync(dir);
-    writeFileSync(join(dir, "a.gguf"), "aa");
+    writeGguf(join(dir, "a.gguf"), tinyLlamaSpec());
     writeFileSync(join(dir, "b.json"), "{}");
     expect((await h.api("/v1/models/download", { json: { model_ref: `file:${dir}` } })).status).toBe(200);
     expect((await h.api("/v1/models/download", { json: { model_ref: h.modelRef } })).status).toBe(200);

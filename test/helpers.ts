@@ -141,7 +141,8 @@ export function fileRef(modelRef: string): FileModelRef {
 }
 
 import { startHive, type Hive, type HiveOverrides } from "../src/hive.ts";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
+import { tinyLlamaSpec, writeGguf } from "./fixtures/gguf-writer.ts";
 
 export interface TestHive extends Hive {
   dataDir: string;
@@ -165,6 +166,8 @@ export async function startTestHive(
     token?: string;
     env?: Record<string, string>;
     overrides?: HiveOverrides;
+    /** Runs on the fresh data dir before the hive starts (e.g. to leave a previous hive's state). */
+    beforeStart?: (loaded: LoadedConfig) => void;
   } = {},
 ): Promise<TestHive> {
   const dir = tempDir();
@@ -176,16 +179,23 @@ export async function startTestHive(
       monitor: { interval_s: 3600, ...opts.config?.monitor },
       restart: { enabled: false, ...opts.config?.restart },
       shutdown: { worker_grace_s: 1, total_timeout_s: 5, ...opts.config?.shutdown },
+      // The fake worker takes next to nothing: no 1 GiB overhead per worker, no RAM kept back.
+      resources: { overhead_mb: 0, ram_reserve_mb: 0, ...opts.config?.resources },
     },
     { ...(opts.token ? { LLORCH_API_TOKEN: opts.token } : {}), ...opts.env },
   );
   const modelsDir = loaded.resolved.modelsDir;
   mkdirSync(modelsDir, { recursive: true });
-  writeFileSync(join(modelsDir, "tiny.gguf"), "GGUF fake model");
+  writeGguf(join(modelsDir, "tiny.gguf"), tinyLlamaSpec());
+  // Detection tools are looked up on this empty PATH: a test hive never runs the host's real
+  // nvidia-smi (tests that want GPUs pass fake ones through overrides.resources).
+  const noTools = join(dir.path, "no-tools");
+  mkdirSync(noTools);
   const logger = memoryLogger();
   let hive: Hive;
   try {
-    hive = await startHive(loaded, logger, { echo: null, workerEnv: opts.workerEnv, ...opts.overrides });
+    opts.beforeStart?.(loaded);
+    hive = await startHive(loaded, logger, { echo: null, workerEnv: opts.workerEnv, resources: { inventory: { env: { PATH: noTools } } }, ...opts.overrides });
   } catch (e) {
     dir.cleanup();
     throw e;

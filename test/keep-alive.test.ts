@@ -49,7 +49,8 @@ describe("health monitor", () => {
     expect(back.exits[0]).toMatchObject({ reason: "unhealthy" });
     expect(back.exits[0].message).toMatch(/^unhealthy: 3 consecutive failed health checks \(last: GET \/health answered 500 \{"status":"unhealthy","vram_bytes":0\}\)/);
     expect(back.last_restart).not.toBeNull();
-    const types = events.filter((e) => e.data.worker_id === worker_id).map((e) => e.type);
+    // Loading progress (relayed while it loads again) aside.
+    const types = events.filter((e) => e.data.worker_id === worker_id && e.type !== "loading_progress").map((e) => e.type);
     const unhealthyAt = types.indexOf("unhealthy");
     expect(types.slice(0, unhealthyAt).filter((t) => t === "health_failed")).toHaveLength(3);
     // A check already in flight may still report a failure before the exit; nothing else may come between.
@@ -190,7 +191,8 @@ describe("restart policy in action", () => {
   test("counters reset after reset_after_s of healthy running (injected clock)", async () => {
     const clock = new ManualClock();
     const h = await hive({
-      config: { restart: { enabled: true, base_backoff_s: 1, max_backoff_s: 60, jitter: 0, max_attempts: 10, breaker_failures: 10, reset_after_s: 300 } },
+      // The long healthy run below is also a long idle one: no idle timeout here.
+      config: { restart: { enabled: true, base_backoff_s: 1, max_backoff_s: 60, jitter: 0, max_attempts: 10, breaker_failures: 10, reset_after_s: 300 }, idle: { timeout_s: 0 } },
       overrides: { clock },
     });
     const { worker_id } = await h.spawn();
@@ -259,7 +261,8 @@ describe("restart policy in action", () => {
     const parked = await h.waitState(worker_id, (w) => w.phase === "crash_loop", "crash_loop");
     expect(parked.restart_count).toBe(1);
     expect(parked.crash_loop_reason).toBe("failed to load 2 times in a row (last: load_failed)");
-    expect(parked.last_exit.stderr_tail.slice(0, 2)).toEqual([
+    // The log file holds stdout and stderr: two INFO lines come first.
+    expect(parked.last_exit.stderr_tail.slice(2, 4)).toEqual([
       `error: failed to load model ${h.modelRef.slice("file:".length)}`,
       "error: failed to load model: GGUF header invalid (fake, FAKE_WORKER_FAIL_LOAD)",
     ]);
@@ -269,7 +272,7 @@ describe("restart policy in action", () => {
     const clock = new ManualClock();
     const h = await hive({ config: { restart: fastRestart }, overrides: { clock } });
     const events: string[] = [];
-    h.bus.subscribe((e) => events.push(e.type));
+    h.bus.subscribe((e) => e.type !== "loading_progress" && events.push(e.type)); // its output while it loads aside
     const { worker_id } = await h.spawn();
     await h.waitState(worker_id, (w) => w.state === "idle", "idle");
     const res = await h.api("/v1/workers/stop", { json: { worker_id } });

@@ -2,9 +2,12 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, lstatSync, readFileSync } from "node:fs";
 import { startTestHive, waitFor, type TestHive } from "./helpers.ts";
-import { FakeHub } from "./fixtures/fake-hub.ts";
+import { FakeHub, fakeCommit } from "./fixtures/fake-hub.ts";
 
 const SIZE = 600_000;
+/** A model larger than the header reader's first 2 MB chunk, and where its download is held. */
+const BIG = 3_000_000;
+const STALL_AT = 2_500_000;
 const hives: TestHive[] = [];
 const hubs: FakeHub[] = [];
 afterEach(async () => {
@@ -13,7 +16,8 @@ afterEach(async () => {
 });
 
 async function setup(opts: { token?: string; hfToken?: string; workerEnv?: Record<string, string>; hubHost?: string } = {}) {
-  const hub = await FakeHub.start({ chunkBytes: 16 * 1024, hubHost: opts.hubHost });
+  // The hive keeps a model's GGUF header: the hub's .gguf files are valid GGUF.
+  const hub = await FakeHub.start({ chunkBytes: 16 * 1024, hubHost: opts.hubHost, ggufHeaders: true });
   hubs.push(hub);
   const tiny = hub.addRepo({
     id: "org/tiny-GGUF",
@@ -23,6 +27,8 @@ async function setup(opts: { token?: string; hfToken?: string; workerEnv?: Recor
       { path: "README.md", content: "# tiny" },
     ],
   });
+  // Larger than the 2 MB the header reader fetches: a stall past that holds the download, never the header read.
+  hub.addRepo({ id: "org/big-GGUF", files: [{ path: "big.Q4_K_M.gguf", size: BIG, seed: 4 }] });
   hub.addRepo({ id: "org/gated-GGUF", files: [{ path: "g.Q4_K_M.gguf", size: 1000, seed: 3 }], gated: { token: "hf_right_token", status: 403 } });
   const h = await startTestHive({
     token: opts.token,
@@ -255,13 +261,13 @@ describe("model_ref parsing", () => {
 
 describe("spawn with hf: models", () => {
   test("a model not in the catalog is downloaded by the spawn, which answers at once", async () => {
-    const { h, hub, commit } = await setup();
-    // The transfer is held until the test has seen the worker waiting for it.
-    hub.addFault({ kind: "stall", atByte: 100_000, ms: 60_000, on: "cdn" });
-    const res = await h.api("/v1/workers/spawn", { json: { model_ref: "hf:org/tiny-GGUF", backend: "cpu", device: 0 } });
+    const { h, hub } = await setup();
+    // The transfer is held until the test has seen the worker waiting for it (past the header the spawn reads first).
+    hub.addFault({ kind: "stall", atByte: STALL_AT, ms: 60_000, on: "cdn" });
+    const res = await h.api("/v1/workers/spawn", { json: { model_ref: "hf:org/big-GGUF", backend: "cpu", device: 0 } });
     expect(res.status).toBe(200);
     const { worker_id }: any = await res.json();
-    await waitFor(() => hub.stalledCount > 0, { what: "the transfer held at byte 100 000" });
+    await waitFor(() => hub.stalledCount > 0, { what: `the transfer held at byte ${STALL_AT}` });
     const first: any = await (await h.api(`/v1/workers/${worker_id}`)).json();
     expect(first).toMatchObject({ state: "loading", phase: "downloading", pid: null, model_path: null });
     expect(first.download_id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
@@ -270,8 +276,8 @@ describe("spawn with hf: models", () => {
     hub.releaseStalls();
     const idle = await h.waitState(worker_id, (w) => w.state === "idle", "idle after download", 10000);
     expect(idle.download_id).toBe(first.download_id);
-    expect(idle.model_path).toBe(`${h.modelsDir}/models--org--tiny-GGUF/snapshots/${commit}/tiny.Q4_K_M.gguf`);
-    expect(readFileSync(idle.model_path).length).toBe(SIZE);
+    expect(idle.model_path).toBe(`${h.modelsDir}/models--org--big-GGUF/snapshots/${fakeCommit("org/big-GGUF")}/big.Q4_K_M.gguf`);
+    expect(readFileSync(idle.model_path).length).toBe(BIG);
     const models: any = await (await h.api("/v1/models")).json();
     expect(models.models[0].last_used_at).not.toBeNull();
   });
@@ -279,29 +285,34 @@ describe("spawn with hf: models", () => {
   test("a spawn that joins a running download does not transfer twice", async () => {
     const { h, hub } = await setup();
     // Held mid-transfer, so the spawn certainly finds the download running.
-    hub.addFault({ kind: "stall", atByte: 100_000, ms: 60_000, on: "cdn" });
-    const dl: any = await (await h.api("/v1/models/download", { json: { model_ref: "hf:org/tiny-GGUF" } })).json();
-    await waitFor(() => hub.stalledCount > 0, { what: "the transfer held at byte 100 000" });
-    const spawned: any = await (await h.api("/v1/workers/spawn", { json: { model_ref: "hf:org/tiny-GGUF", backend: "cpu", device: 0 } })).json();
+    hub.addFault({ kind: "stall", atByte: STALL_AT, ms: 60_000, on: "cdn" });
+    const dl: any = await (await h.api("/v1/models/download", { json: { model_ref: "hf:org/big-GGUF" } })).json();
+    await waitFor(() => hub.stalledCount > 0, { what: `the transfer held at byte ${STALL_AT}` });
+    const spawned: any = await (await h.api("/v1/workers/spawn", { json: { model_ref: "hf:org/big-GGUF", backend: "cpu", device: 0 } })).json();
     const waiting: any = await (await h.api(`/v1/workers/${spawned.worker_id}`)).json();
     expect(waiting).toMatchObject({ phase: "downloading", download_id: dl.download_id });
     hub.releaseStalls();
     const idle = await h.waitState(spawned.worker_id, (w) => w.state === "idle", "idle", 10000);
     expect(idle.download_id).toBe(dl.download_id);
     expect(((await (await h.api("/v1/models/downloads")).json()) as any).downloads).toHaveLength(1);
-    expect(hub.bytesServed((e) => e.content)).toBe(SIZE);
+    // The model's bytes once; besides them only the spawn's header read (its first 2 MB chunk).
+    const header = (e: { range: string | null }) => e.range === "bytes=0-1999999";
+    expect(hub.bytesServed((e) => e.content && !header(e))).toBe(BIG);
+    expect(hub.contentRequests(header).map((e) => [e.server, e.bytes])).toEqual([["cdn", 2_000_000]]);
   });
 
-  test("a model the hub does not have fails the worker with the download's error", async () => {
+  test("a model the hub does not have is the spawn's answer: 404, and no worker", async () => {
     const { h, hub } = await setup();
     const res = await h.api("/v1/workers/spawn", { json: { model_ref: "hf:org/absent-GGUF", backend: "cpu", device: 0 } });
-    expect(res.status).toBe(200);
-    const { worker_id }: any = await res.json();
-    const gone = await h.waitState(worker_id, (w) => w.phase === "exited", "spawn failed");
-    expect(gone.last_exit).toMatchObject({
-      reason: "spawn_failed",
-      message: `model download failed: repository org/absent-GGUF not found on ${hub.url} (if it is private, set HF_TOKEN to a token of an account that has access)`,
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({
+      error: {
+        code: "MODEL_NOT_FOUND",
+        message: `repository org/absent-GGUF not found on ${hub.url} (if it is private, set HF_TOKEN to a token of an account that has access)`,
+        details: { repo: "org/absent-GGUF" },
+      },
     });
+    expect(((await (await h.api("/v1/workers/list")).json()) as any).workers).toEqual([]);
   });
 });
 

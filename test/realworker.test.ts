@@ -182,7 +182,8 @@ describe.skipIf(!present)("real llama-server", () => {
       message: `worker exited with code 1 before it was ready: its port ${p1} is taken by another socket`,
     });
     expect(w.exits[0].stderr_tail).toContain(`main: couldn't bind HTTP server socket, hostname: 127.0.0.1, port: ${p1}`);
-    const mine = events.filter((e) => e.data.worker_id === worker_id);
+    // Loading progress (its output while it loads) aside.
+    const mine = events.filter((e) => e.data.worker_id === worker_id && e.type !== "loading_progress");
     expect(mine.map((e) => e.type)).toEqual(["spawned", "exited", "restarting", "spawned", "ready"]);
     expect(mine[1]!.data).toMatchObject({ reason: "port_conflict", code: 1 });
     expect(mine[2]!.data).toEqual({ worker_id, attempt: 0, delay_ms: 0, reason: "port_conflict" });

@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, loadConfig } from "../src/config.ts";
 import { FAKE_WORKER, freePort, MAIN, pidAlive, tempDir, waitFor } from "./helpers.ts";
+import { tinyLlamaSpec, writeGguf } from "./fixtures/gguf-writer.ts";
 
 function killGroup(pid: number) {
   try {
@@ -53,7 +54,7 @@ describe("unknown config keys name the key itself", () => {
   });
   test("a key inside a worker profile", () => {
     expect(configError("[workers.profiles.x]\nbogus = 1")).toBe(
-      "unknown config key workers.profiles.x.bogus; known keys here: binary, args, readiness, readiness_path, health_path, healthy_status, backends, env",
+      "unknown config key workers.profiles.x.bogus; known keys here: binary, args, readiness, readiness_path, health_path, healthy_status, backends, env, inference_path, progress_path, slots",
     );
   });
 });
@@ -115,7 +116,7 @@ describe("shutdown exit status", () => {
   test("a shutdown that ran past total_timeout_s and had to force-kill exits 1, with no worker left", async () => {
     const d = dir();
     const config = join(d, "hive.toml");
-    writeFileSync(join(d, "tiny.gguf"), "GGUF");
+    writeGguf(join(d, "tiny.gguf"), tinyLlamaSpec());
     writeFileSync(
       config,
       [
@@ -127,6 +128,10 @@ describe("shutdown exit status", () => {
         "[shutdown]",
         "worker_grace_s = 30",
         "total_timeout_s = 0.3",
+        // The fake worker takes next to nothing: no 1 GiB overhead, no RAM kept back.
+        "[resources]",
+        "overhead_mb = 0",
+        "ram_reserve_mb = 0",
       ].join("\n"),
     );
     const port = freePort();

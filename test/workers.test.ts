@@ -44,14 +44,16 @@ describe("spawn → ready → list", () => {
 
   test("a device index sent as a decimal string is taken as the number", async () => {
     const h = await hive({ workerEnv: { FAKE_WORKER_NO_CALLBACK: "1" } });
-    const res = await h.api("/v1/workers/spawn", { json: { model_ref: h.modelRef, backend: "cpu", device: "1" } });
+    // cpu has device 0 only (the preflight refuses others); toBe tells the number 0 from "0".
+    const res = await h.api("/v1/workers/spawn", { json: { model_ref: h.modelRef, backend: "cpu", device: "0" } });
     expect(res.status).toBe(200);
     const { worker_id }: any = await res.json();
-    expect(((await (await h.api(`/v1/workers/${worker_id}`)).json()) as any).device).toBe(1);
+    expect(((await (await h.api(`/v1/workers/${worker_id}`)).json()) as any).device).toBe(0);
   });
 
   test("becomes idle; list has the upstream WorkerInfo shape plus the hive's fields", async () => {
-    const h = await hive();
+    // No detection after the spawn's own: memory_used_bytes stays unknown (test/spawn-admission.test.ts fills it).
+    const h = await hive({ config: { resources: { cache_ttl_s: 3600 } } });
     const spawned = await h.spawn();
     // The first heartbeat goes out right after the callback; wait for it so every field is known.
     await h.waitState(spawned.worker_id, (w) => isIdle(w) && w.last_heartbeat !== null, "idle with a heartbeat");
@@ -89,6 +91,12 @@ describe("spawn → ready → list", () => {
       exits: [],
       next_restart_at: null,
       crash_loop_reason: null,
+      // The tiny model at its own 2048 context: 3072 B of weights + 2048 × 1024 B of KV cache (no overhead in test hives).
+      memory_estimate_bytes: 3072 + 2048 * 1024,
+      memory_used_bytes: null,
+      in_flight: 0,
+      keep_alive_s: null,
+      load_progress: { stage: "ready", source: "hive", worker_stage: null, done: null, total: null, unit: null, fraction: 1, detail: null, at: w.ready_at },
     });
     for (const k of ["last_activity", "last_heartbeat", "started_at", "ready_at"]) expect(isSystemTime(w[k])).toBe(true);
     expect(pidAlive(w.pid)).toBe(true);
@@ -221,21 +229,26 @@ describe("crashes", () => {
     const { worker_id } = await h.spawn();
     await h.waitState(worker_id, isIdle, "idle");
     const gone = await h.waitState(worker_id, (w) => w.phase === "exited", "exited", 3000);
-    // Exactly the three stderr lines the fake worker prints when it crashes (stdout is not in the tail).
+    // The three stderr lines the fake worker prints when it crashes, after its stdout lines: both
+    // streams share the worker's log file (so it outlives the hive) and the tail is the output's.
     const crashLines = [
       "thread 'main' panicked at src/backend/inference.rs:42:9:",
       "fake crash: CUDA error: an illegal memory access was encountered (FAKE_WORKER_CRASH_AFTER_MS)",
       "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
     ];
-    expect(gone.last_exit).toMatchObject({ reason: "crashed", code: 1, signal: null, stderr_tail: crashLines });
+    expect(gone.last_exit).toMatchObject({ reason: "crashed", code: 1, signal: null });
+    const tail: string[] = gone.last_exit.stderr_tail;
+    expect(tail.slice(-3)).toEqual(crashLines);
+    expect(tail.slice(0, -3)).toEqual(tail.slice(0, -3).filter((l) => /^ +\d+\.\d{6}s  INFO /.test(l)));
+    expect(tail[0]).toMatch(/^ +\d+\.\d{6}s  INFO Candle worker starting worker_id=/);
     const { workers }: any = await (await h.api("/v1/workers/list")).json();
     expect(workers).toHaveLength(0);
     const exited = events.find((e) => e.type === "exited");
     expect(exited.data).toMatchObject({ worker_id, reason: "crashed", code: 1, signal: null });
 
-    // Once it is gone, the logs route serves the kept stderr tail, cut to `tail`.
-    const logs = async (tail: number) => (await (await h.api(`/v1/workers/${worker_id}/logs?tail=${tail}`)).json()) as any;
-    expect(await logs(5)).toEqual({ worker_id, lines: crashLines });
+    // Once it is gone, the logs route serves the kept tail, cut to `tail`.
+    const logs = async (n: number) => (await (await h.api(`/v1/workers/${worker_id}/logs?tail=${n}`)).json()) as any;
+    expect(await logs(5)).toEqual({ worker_id, lines: tail.slice(-5) });
     expect(await logs(2)).toEqual({ worker_id, lines: crashLines.slice(1) });
   });
 
@@ -255,7 +268,10 @@ describe("crashes", () => {
     const { worker_id } = await h.spawn();
     const gone = await h.waitState(worker_id, (w) => w.phase === "exited", "exited");
     expect(gone.last_exit).toMatchObject({ reason: "load_failed", code: 3, signal: null });
+    // stdout and stderr share the log file: the tail is the whole output, in the order written.
     expect(gone.last_exit.stderr_tail).toEqual([
+      expect.stringMatching(/^ +\d+\.\d{6}s  INFO Candle worker starting worker_id=worker-/),
+      expect.stringMatching(new RegExp(`^ +\\d+\\.\\d{6}s  INFO Loading model from ${h.modelRef.slice("file:".length)}$`)),
       `error: failed to load model ${h.modelRef.slice("file:".length)}`,
       "error: failed to load model: GGUF header invalid (fake, FAKE_WORKER_FAIL_LOAD)",
       expect.stringMatching(/^ +\d+\.\d{6}s ERROR Model loading failed$/),
@@ -355,26 +371,35 @@ describe("clear errors", () => {
   });
 
   test("a file: model that is not on disk is 404 at once; an hf: model not in the catalog is fetched, and its failure ends the worker", async () => {
-    const hub = await FakeHub.start();
+    const hub = await FakeHub.start({ ggufHeaders: true });
     cleanups.push(() => hub.stop());
+    // The hub lists a sha256 its content does not have: planning and the header read succeed, the download fails.
+    hub.addRepo({ id: "org/bad-GGUF", files: [{ path: "bad.Q4_K_M.gguf", size: 4096, seed: 5, sha256: "0".repeat(64) }] });
     const h = await hive({ env: { HF_ENDPOINT: hub.url }, config: { downloads: { max_retries: 0 } } });
     const missing = `${h.modelsDir}/missing.gguf`;
     const res = await h.api("/v1/workers/spawn", { json: { model_ref: `file:${missing}`, backend: "cpu", device: 0 } });
     expect(res.status).toBe(404);
     expect(((await res.json()) as any).error.code).toBe("MODEL_NOT_FOUND");
 
-    // Not an error at spawn time: the hub is asked, and the hub does not have it.
+    // The hub is asked before anything is admitted or downloaded: a model it does not have is the spawn's answer.
     const events: any[] = [];
     h.bus.subscribe((e) => events.push({ type: e.type, ...e.data }));
-    const { worker_id } = await h.spawn({ model_ref: "hf:org/absent-GGUF" });
+    const absent = await h.api("/v1/workers/spawn", { json: { model_ref: "hf:org/absent-GGUF", backend: "cpu", device: 0 } });
+    expect(absent.status).toBe(404);
+    const why = `repository org/absent-GGUF not found on ${hub.url} (if it is private, set HF_TOKEN to a token of an account that has access)`;
+    expect(await absent.json()).toEqual({ error: { code: "MODEL_NOT_FOUND", message: why, details: { repo: "org/absent-GGUF" } } });
+    expect(events).toEqual([]);
+
+    // A download that fails after the spawn answered ends the worker.
+    const { worker_id } = await h.spawn({ model_ref: "hf:org/bad-GGUF" });
     const gone = await h.waitState(worker_id, (w) => w.phase === "exited", "spawn failed");
     const download_id = gone.download_id;
     expect(download_id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
-    const why = `repository org/absent-GGUF not found on ${hub.url} (if it is private, set HF_TOKEN to a token of an account that has access)`;
-    expect(gone).toMatchObject({ state: "loading", pid: null, model_path: null, last_exit: { reason: "spawn_failed", code: null, signal: null, message: `model download failed: ${why}`, stderr_tail: [] } });
-    expect(events.map((e) => e.type)).toEqual(["download_started", "downloading", "download_failed", "spawn_failed"]);
-    expect(events[1]).toEqual({ type: "downloading", worker_id, model_ref: "hf:org/absent-GGUF", download_id });
-    expect(events[2]).toMatchObject({ download_id, code: "MODEL_NOT_FOUND", message: why });
+    const failed = events.find((e) => e.type === "download_failed");
+    expect(failed).toMatchObject({ download_id, code: "CHECKSUM_MISMATCH" });
+    expect(gone).toMatchObject({ state: "loading", pid: null, model_path: null, last_exit: { reason: "spawn_failed", code: null, signal: null, message: `model download failed: ${failed.message}`, stderr_tail: [] } });
+    expect(events.map((e) => e.type).filter((t) => t !== "loading_progress")).toEqual(["download_started", "downloading", "download_failed", "spawn_failed"]);
+    expect(events[1]).toEqual({ type: "downloading", worker_id, model_ref: "hf:org/bad-GGUF", download_id });
     expect(((await (await h.api("/v1/workers/list")).json()) as any).workers).toHaveLength(0);
   });
 });
@@ -446,20 +471,20 @@ describe("events", () => {
     await h.waitState(worker_id, isIdle, "idle");
     await h.api(`/v1/workers/${worker_id}`, { method: "DELETE" });
     const seen = await readEvents(live, (ev) => ev.some((e) => e.event === "stopped"));
-    const types = seen.map((e) => e.event);
-    expect(types).toEqual(["spawned", "callback", "ready", "exited", "stopped"]);
+    // Loading progress (its output while it loads) aside.
+    expect(seen.map((e) => e.event).filter((t) => t !== "loading_progress")).toEqual(["spawned", "callback", "ready", "exited", "stopped"]);
     const ids = seen.map((e) => e.id);
     expect(ids).toEqual(ids.map((_, i) => ids[0] + i)); // increasing, none skipped
     expect(seen.every((e) => e.data.worker_id === worker_id && e.data.type === e.event)).toBe(true);
 
     const readyId = seen.find((e) => e.event === "ready").id;
-    const after = types.slice(types.indexOf("ready") + 1);
+    const after = seen.filter((e) => e.id > readyId);
     // The header, and the query parameter for clients that cannot set headers (EventSource).
     for (const init of [{ headers: { "Last-Event-ID": String(readyId) } }, { query: `?last_event_id=${readyId}` }]) {
       const replay = await h.api(`/v1/events${"query" in init ? init.query : ""}`, "headers" in init ? { headers: init.headers } : {});
       const replayed = await readEvents(replay, (ev) => ev.some((e) => e.event === "stopped"));
-      expect(replayed.map((e) => e.id)).toEqual(ids.slice(types.indexOf("ready") + 1));
-      expect(replayed.map((e) => e.event)).toEqual(after);
+      expect(replayed.map((e) => e.id)).toEqual(after.map((e) => e.id));
+      expect(replayed.map((e) => e.event)).toEqual(after.map((e) => e.event));
     }
   });
 

@@ -20,6 +20,11 @@ const wire = (w: WorkerSnapshot) => w as WorkerInfo;
 
 const IdParams = t.Object({ id: Field.workerId() });
 const LogsQuery = t.Object({ tail: t.Optional(Field.queryInteger("tail", 1, 10000)) });
+/** `?drain=false`: stop or restart at once instead of waiting for the requests in flight. */
+const DrainQuery = t.Object({
+  drain: t.Optional(t.Union([t.Literal("true"), t.Literal("false")], { error: "query parameter drain: must be true or false" })),
+});
+const drainOf = (query: { drain?: "true" | "false" }, body?: { drain?: boolean }) => ({ drain: query.drain !== "false" && body?.drain !== false });
 
 export const workersController = (lifecycle: WorkerLifecycleManager, registry: WorkerRegistry) => {
   const find = (id: string) => {
@@ -66,20 +71,23 @@ export const workersController = (lifecycle: WorkerLifecycleManager, registry: W
       response: { 200: "WorkerInfo", ...errorResponses },
       detail: { tags: ["workers"], summary: "One worker; a gone worker's final record stays readable for a while" },
     })
-    .post("/v1/workers/stop", async ({ body }) => ({ message: "Worker stopped", worker: wire(await lifecycle.stop(body.worker_id)) }), {
+    .post("/v1/workers/stop", async ({ body, query }) => ({ message: "Worker stopped", worker: wire(await lifecycle.stop(body.worker_id, undefined, drainOf(query, body))) }), {
+      query: DrainQuery,
       body: "StopRequest",
       response: { 200: "StopResponse", ...errorResponses },
-      detail: { tags: ["workers"], summary: "Graceful stop (SIGTERM, grace, SIGKILL); answers when the process is gone" },
+      detail: { tags: ["workers"], summary: "Graceful stop (requests in flight drained first unless drain is false; SIGTERM, grace, SIGKILL); answers when the process is gone" },
     })
-    .delete("/v1/workers/:id", async ({ params }) => wire(await lifecycle.stop(params.id)), {
+    .delete("/v1/workers/:id", async ({ params, query }) => wire(await lifecycle.stop(params.id, undefined, drainOf(query))), {
+      query: DrainQuery,
       params: IdParams,
       response: { 200: "WorkerInfo", ...errorResponses },
-      detail: { tags: ["workers"], summary: "Graceful stop; answers with the final record when the process is gone" },
+      detail: { tags: ["workers"], summary: "Graceful stop (drained first unless ?drain=false); answers with the final record when the process is gone" },
     })
-    .post("/v1/workers/:id/restart", async ({ params }) => wire(await lifecycle.restart(params.id)), {
+    .post("/v1/workers/:id/restart", async ({ params, query }) => wire(await lifecycle.restart(params.id, drainOf(query))), {
+      query: DrainQuery,
       params: IdParams,
       response: { 200: "WorkerInfo", ...errorResponses, 409: ErrorResponse },
-      detail: { tags: ["workers"], summary: "Restart now (also the operator's retry of a crash-looping worker)" },
+      detail: { tags: ["workers"], summary: "Restart (after draining requests in flight unless ?drain=false); also the operator's retry of a crash-looping worker" },
     })
     .get("/v1/workers/:id/logs", ({ params, query }) => ({ worker_id: params.id, lines: lifecycle.logs(params.id, query.tail ?? 100) }), {
       params: IdParams,

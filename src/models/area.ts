@@ -16,9 +16,11 @@ import { rebuildCatalogFromCache } from "./provisioner/rebuild-catalog.ts";
 import { Provisioner, type WalkFs } from "./provisioner/provisioner.ts";
 import type { StatfsLike } from "./provisioner/options.ts";
 import { DownloadTracker } from "./download-tracker.ts";
+import type { DownloadJobStore } from "./download-tracker/job-store.ts";
 import { ModelService, type ModelUsers } from "./model-service.ts";
 import { createModelResolver } from "./model-resolver.ts";
 import { modelSettings } from "./settings.ts";
+import { catalogMetadata } from "../resources/model-footprint.ts";
 
 export interface ModelsAreaDeps {
   loaded: LoadedConfig;
@@ -30,6 +32,8 @@ export interface ModelsAreaDeps {
   fetch?: FetchLike;
   statfs?: (path: string) => StatfsLike;
   walkFs?: WalkFs;
+  /** Where unfinished downloads are saved for a restarted hive (the hive's state file). */
+  downloadStore?: DownloadJobStore;
 }
 
 export interface ModelsArea {
@@ -65,6 +69,9 @@ export function createModelsArea(d: ModelsAreaDeps): ModelsArea {
     clock: d.clock,
     logger: d.logger,
     ...settings.tracker,
+    store: d.downloadStore,
+    // The GGUF header goes into the catalog with the model; a file that is not GGUF is refused.
+    describe: catalogMetadata,
     // Downloads show up on the one event bus too (events stream, metrics).
     onLifecycle: (job, event) => {
       const base = { download_id: job.id, model_ref: job.model_ref, revision: job.revision };

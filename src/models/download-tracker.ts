@@ -28,8 +28,11 @@ import { silentLogger } from "../shared/logger.ts";
 import type { CatalogEntry, ModelCatalog, RegisterInput } from "./model-catalog/catalog.ts";
 import { DEFAULT_REVISION, type FileModelRef, type HfModelRef, type ParsedModelRef } from "./model-catalog/model-ref.ts";
 import type { ModelPlan, ProvisionOptions, ProvisionResult } from "./provisioner/provisioner.ts";
+import type { ModelFootprint } from "../shared/model-source.ts";
 import type { DownloadJobInfo, ProgressEvent } from "./schemas.ts";
 import { DownloadJob, jobKey } from "./download-tracker/job.ts";
+import type { DownloadJobStore } from "./download-tracker/job-store.ts";
+import { parseModelRef } from "./model-catalog/model-ref.ts";
 import type { DownloadListener } from "./download-tracker/event-log.ts";
 
 export type { DownloadListener, TrackedEvent } from "./download-tracker/event-log.ts";
@@ -40,7 +43,11 @@ export interface ProvisionerLike {
   provision(plan: ModelPlan, opts: ProvisionOptions): Promise<ProvisionResult>;
   registerLocal(ref: FileModelRef): Promise<RegisterInput>;
   purgePartials(plan: ModelPlan): void;
+  footprint(plan: ModelPlan, opts?: { signal?: AbortSignal }): Promise<ModelFootprint>;
 }
+
+/** What registration adds to a model's catalog metadata; may refuse the model (400 INVALID_GGUF). */
+export type DescribeModel = (model: Pick<RegisterInput, "local_path" | "files"> & { format: string | null }) => Promise<Record<string, unknown>>;
 
 export interface DownloadTrackerOptions {
   catalog: ModelCatalog;
@@ -53,8 +60,15 @@ export interface DownloadTrackerOptions {
   logger?: Logger;
   /** Job ids (default crypto.randomUUID). */
   idFactory?: () => string;
+  /**
+   * Read the model's own description at registration (the daemon: its GGUF header, so the catalog
+   * keeps it and never holds a file that is not valid GGUF). Default: nothing added.
+   */
+  describe?: DescribeModel;
   /** Told when a job starts and when it ends (complete/error), not on every progress event. */
   onLifecycle?: (job: DownloadJobInfo, event: ProgressEvent | { stage: "started" }) => void;
+  /** Where unfinished jobs are saved, so a restarted hive resumes them (job-store.ts). */
+  store?: DownloadJobStore;
 }
 
 export type StartResult =
@@ -68,6 +82,8 @@ export class DownloadTracker {
   private readonly jobs = new Map<string, DownloadJob>();
   /** Running jobs by model key. */
   private readonly active = new Map<string, DownloadJob>();
+  /** Footprint reads in flight by model key (see footprint()). */
+  private readonly footprints = new Map<string, Promise<ModelFootprint>>();
 
   constructor(private readonly o: DownloadTrackerOptions) {
     this.clock = o.clock ?? systemClock;
@@ -100,6 +116,32 @@ export class DownloadTracker {
     const job = this.createJob(ref, revision, opts.revision);
     if (opts.awaitPlan) await job.planned.promise;
     return { cached: false, job: job.info(), joined: false };
+  }
+
+  /** The catalog entry of a model whose files are all on disk, or null; starts nothing. */
+  cachedEntry(ref: HfModelRef, revision?: string): CatalogEntry | null {
+    const entry = this.o.catalog.get(ref.modelRef, revision);
+    return entry && this.o.catalog.checkOnDisk(entry).ok ? entry : null;
+  }
+
+  /**
+   * What a model not on this host is made of, before any transfer: the plan of its running
+   * download, or a new plan (hub API calls), and the footprint read from the hub. Hub and plan
+   * errors are thrown.
+   */
+  footprint(ref: HfModelRef, opts: { revision?: string } = {}): Promise<ModelFootprint> {
+    // Concurrent spawns of one model share one plan and one header read.
+    const key = jobKey(ref.modelRef, opts.revision ?? DEFAULT_REVISION);
+    const pending = this.footprints.get(key);
+    if (pending) return pending;
+    const read = (async () => {
+      const running = this.active.get(key);
+      if (running) await running.planned.promise;
+      const plan = running?.plan ?? (await this.o.provisioner.plan(ref, { revision: opts.revision }));
+      return this.o.provisioner.footprint(plan);
+    })().finally(() => this.footprints.delete(key));
+    this.footprints.set(key, read);
+    return read;
   }
 
   get(id: string): DownloadJobInfo | undefined {
@@ -151,6 +193,33 @@ export class DownloadTracker {
     return job.done.promise;
   }
 
+  /**
+   * Start hive: resume every saved job that did not finish (same id, so a worker waiting for it
+   * and a client polling it find it again), from the parts already on disk. A model that made it
+   * into the catalog meanwhile is not downloaded again. Returns the resumed jobs.
+   */
+  resumeSaved(): DownloadJobInfo[] {
+    const resumed: DownloadJobInfo[] = [];
+    for (const saved of this.o.store?.list() ?? []) {
+      let ref: ParsedModelRef | null = null;
+      try {
+        ref = parseModelRef(saved.model_ref);
+      } catch {
+        // a row this version cannot read: dropped
+      }
+      const revisionArg = saved.revision_arg ?? undefined;
+      const done = this.o.catalog.get(saved.model_ref, revisionArg);
+      if (ref?.provider !== "hf" || this.active.has(jobKey(ref.modelRef, saved.revision)) || (done && this.o.catalog.checkOnDisk(done).ok)) {
+        this.o.store?.remove(saved.id);
+        continue;
+      }
+      const job = this.createJob(ref, saved.revision, revisionArg, saved.id);
+      this.logger.info("download resumed", { download_id: job.id, model_ref: job.modelRef, revision: job.revision });
+      resumed.push(job.info());
+    }
+    return resumed;
+  }
+
   /** Shutdown: abort every running job (partials kept for resume) and wait for them to stop. */
   async stopAll(): Promise<void> {
     const running = [...this.active.values()];
@@ -177,13 +246,13 @@ export class DownloadTracker {
     const input = await this.o.provisioner.registerLocal(ref);
     const existing = this.o.catalog.get(ref.modelRef);
     if (existing && sameLocalModel(existing, input)) return { cached: true, local_path: existing.local_path, entry: existing };
-    const entry = this.o.catalog.register(input);
+    const entry = this.o.catalog.register(await this.described(input));
     return { cached: true, local_path: entry.local_path, entry };
   }
 
-  private createJob(ref: HfModelRef, revision: string, revisionArg: string | undefined): DownloadJob {
+  private createJob(ref: HfModelRef, revision: string, revisionArg: string | undefined, id = this.idFactory()): DownloadJob {
     const job = new DownloadJob({
-      id: this.idFactory(),
+      id,
       ref,
       revision,
       revisionArg,
@@ -194,6 +263,7 @@ export class DownloadTracker {
     });
     this.jobs.set(job.id, job);
     this.active.set(job.key, job);
+    this.saved("save", job);
     this.emit(job, { stage: "downloading", bytes_downloaded: 0, bytes_total: 0, speed_mbps: 0, phase: "planning" });
     job.settled = this.run(job);
     return job;
@@ -213,6 +283,8 @@ export class DownloadTracker {
       this.fail(job, e);
     } finally {
       job.finishedAt = this.clock.now();
+      // A job the shutdown interrupted stays saved: the next hive resumes it.
+      if (!job.shutdown) this.saved("remove", job);
       if (this.active.get(job.key) === job) this.active.delete(job.key);
       job.events.close();
       job.expiryTimer = this.clock.setTimeout(() => this.expire(job), this.o.finishedJobTtlMs);
@@ -238,7 +310,16 @@ export class DownloadTracker {
       },
     });
     if (signal.aborted) throw signal.reason;
-    return this.o.catalog.register(result);
+    const described = await this.described(result);
+    if (signal.aborted) throw signal.reason;
+    return this.o.catalog.register(described);
+  }
+
+  /** The registration input with what `describe` read of the model merged into its metadata. */
+  private async described<T extends RegisterInput>(input: T): Promise<T> {
+    if (!this.o.describe) return input;
+    const extra = await this.o.describe({ local_path: input.local_path, format: input.format ?? null, files: input.files });
+    return { ...input, metadata: { ...input.metadata, ...extra } };
   }
 
   private fail(job: DownloadJob, e: unknown): void {
@@ -272,6 +353,20 @@ export class DownloadTracker {
       this.o.onLifecycle?.(job.info(), event);
     } catch (e) {
       this.logger.warn("download lifecycle listener failed", { err: errorMessage(e) });
+    }
+  }
+
+  /** Saving is best effort: a state file that cannot take the write must not fail a download. */
+  private saved(op: "save" | "remove", job: DownloadJob): void {
+    if (!this.o.store) return;
+    try {
+      if (op === "save") {
+        this.o.store.save({ id: job.id, model_ref: job.modelRef, revision: job.revision, revision_arg: job.revisionArg ?? null, started_at: job.startedAt });
+      } else {
+        this.o.store.remove(job.id);
+      }
+    } catch (e) {
+      this.logger.warn("could not save the download's state; a restarted hive may not resume it", { download_id: job.id, err: errorMessage(e) });
     }
   }
 

@@ -9,7 +9,7 @@ import type { DownloadTracker } from "./download-tracker.ts";
 import type { ModelSource } from "./model-resolver.ts";
 import type { DownloadAnswer, DownloadRequest, ModelQuery, RemovedModel } from "./schemas.ts";
 import { removeModelFiles } from "./provisioner/remove.ts";
-import type { ResolvedModel } from "../shared/model-source.ts";
+import type { LocatedModel, ResolvedModel } from "../shared/model-source.ts";
 import { conflict, errorMessage, notFound } from "../shared/errors.ts";
 import type { Logger } from "../shared/logger.ts";
 
@@ -35,6 +35,33 @@ export class ModelService implements ModelSource {
     const r = await this.d.tracker.start(ref, { revision: optionalRevision(req.revision) });
     if (r.cached) return { download_id: "cached", local_path: r.local_path, model_ref: ref.modelRef, joined: false };
     return { download_id: r.job.id, local_path: null, model_ref: ref.modelRef, joined: r.joined };
+  }
+
+  /**
+   * For spawn, before anything is downloaded: the model on this host (a catalog entry whose files
+   * are on disk, or a `file:` model described now; its use is recorded) or, for an `hf:` model not
+   * here, its footprint from the hub (plan and GGUF header; no transfer).
+   */
+  async locate(ref: ParsedModelRef, opts: { revision?: string } = {}): Promise<LocatedModel> {
+    const revision = optionalRevision(opts.revision);
+    if (ref.provider === "file") {
+      const r = await this.d.tracker.start(ref, { revision });
+      if (!r.cached) throw new Error("unreachable: file: models are registered on the spot");
+      this.touch(ref.modelRef, revision);
+      return { local: r.local_path, footprint: r.entry };
+    }
+    const entry = this.d.tracker.cachedEntry(ref, revision);
+    if (entry) {
+      this.touch(ref.modelRef, revision);
+      return { local: entry.local_path, footprint: entry };
+    }
+    return { local: null, footprint: await this.d.tracker.footprint(ref, { revision }) };
+  }
+
+  /** A catalog model (files on disk) by its ref as a caller typed it, or null (GET /v1/capacity). */
+  find(modelRef: string, revision?: string): CatalogEntry | null {
+    const entry = this.d.catalog.get(parseModelRef(modelRef).modelRef, optionalRevision(revision));
+    return entry && this.d.catalog.checkOnDisk(entry).ok ? entry : null;
   }
 
   /** For spawn: a local path now, or a download to wait for (never blocks on the transfer). */

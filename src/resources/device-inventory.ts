@@ -40,6 +40,7 @@ type Vendor = "nvidia" | "rocm" | "apple";
 export class DeviceInventory {
   private readonly cache: TtlCache<HostSnapshot>;
   private readonly lastReason = new Map<string, string | null>();
+  private readonly listeners = new Set<(s: HostSnapshot) => void>();
   /** How many times the probes ran (tests and benches check the cache with it). */
   probes = 0;
 
@@ -50,6 +51,12 @@ export class DeviceInventory {
   /** The host as of at most `cacheTtlMs` ago. Never rejects. */
   snapshot(): Promise<HostSnapshot> {
     return this.cache.get();
+  }
+
+  /** Told about every new detection (workers' real memory use is read from it). */
+  onSnapshot(listener: (s: HostSnapshot) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
   /** Drop the cached answer (after a worker started or stopped, the numbers are stale). */
@@ -89,7 +96,7 @@ export class DeviceInventory {
       this.report(v, s.status === "found" || s.status === "skipped" ? null : `no ${v === "nvidia" ? "NVIDIA" : "AMD"} GPUs: ${s.reason}`, s.status === "error" ? "warn" : "info");
     }
     for (const note of [...(nvidia?.notes ?? []), ...(amd?.notes ?? [])]) this.report(`note:${note}`, note, "warn");
-    return {
+    const snapshot: HostSnapshot = {
       taken_at: clock.now(),
       cpu,
       memory: { total_bytes: memory.total_bytes, available_bytes: memory.available_bytes, source: memory.source },
@@ -98,6 +105,14 @@ export class DeviceInventory {
       processes: nvidia?.processes ?? [],
       detection,
     };
+    for (const listener of this.listeners) {
+      try {
+        listener(snapshot);
+      } catch (e) {
+        this.d.logger.warn("device snapshot listener failed", { err: String(e) });
+      }
+    }
+    return snapshot;
   }
 
   /** One log line when a probe's reason changes; silence while it stays the same. */

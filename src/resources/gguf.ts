@@ -93,6 +93,8 @@ async function parseChecked(path: string, size: number, parse: () => ReturnType<
   try {
     parsed = await parse();
   } catch (e) {
+    // The hub's own answers (gated, gone, unreachable) are not a verdict on the file.
+    if (e instanceof HiveError) throw e;
     const msg = errorMessage(e).replace(/^not a valid gguf file: /, "");
     throw invalid(path, msg === "not starting with GGUF magic number" ? "it does not start with the GGUF magic number" : msg);
   }

@@ -1,12 +1,13 @@
 /**
- * Host resources, assembled: the device inventory, the memory ledger, the spawn preflight and the
- * model footprints, built from the config. The daemon builds one set and hands it to the spawn path
- * and to the routes (src/http/resources.ts).
+ * Host resources, assembled: the device inventory, the memory ledger, the spawn preflight, the
+ * model footprints and the spawn admission built on them, from the config. The daemon builds one
+ * set and hands the admission to the spawn path and the rest to the routes (src/http/resources.ts).
  */
 import type { HiveConfig } from "../config.ts";
 import type { Clock } from "../shared/clock.ts";
 import { notFound } from "../shared/errors.ts";
 import type { Logger } from "../shared/logger.ts";
+import { HostAdmission } from "./admission.ts";
 import { DeviceInventory, type InventoryDeps } from "./device-inventory.ts";
 import { MemoryLedger } from "./memory-ledger.ts";
 import type { MemoryEstimate } from "./memory-estimate.ts";
@@ -37,7 +38,9 @@ export function createHostResources(o: HostResourcesOptions) {
   const ledger = new MemoryLedger();
   const preflight = new SpawnPreflight({ inventory, ledger, settings, logger: o.logger, clock: o.clock, ramUseOf: o.ramUseOf, groupOf: o.groupOf });
   const footprints = new ModelFootprints();
-  return { settings, inventory, ledger, preflight, footprints };
+  // What the spawn path sees of all this (src/shared/spawn-admission.ts).
+  const admission = new HostAdmission({ inventory, preflight, ledger, footprints, logger: o.logger });
+  return { settings, inventory, ledger, preflight, footprints, admission };
 }
 export type HostResourceServices = ReturnType<typeof createHostResources>;
 

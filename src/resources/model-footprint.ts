@@ -6,16 +6,12 @@
  */
 import { readFile } from "node:fs/promises";
 import { Value } from "@sinclair/typebox/value";
+import type { ModelFootprint } from "../shared/model-source.ts";
 import { GgufModelInfo, readGgufModel } from "./gguf.ts";
 import { ggufShape, safetensorsShape, sizeOnlyShape, type ModelShape } from "./memory-estimate.ts";
 
-/** The parts of a catalog entry this needs (CatalogEntry satisfies it). */
-export interface FootprintSource {
-  local_path: string;
-  format: string | null;
-  metadata: Record<string, unknown>;
-  files: { path: string; local_path: string; size_bytes: number }[];
-}
+/** The parts of a catalog entry this needs (CatalogEntry satisfies it): the spawn port's footprint. */
+export type FootprintSource = ModelFootprint;
 
 const lower = (p: string) => p.toLowerCase();
 
@@ -46,11 +42,15 @@ export class ModelFootprints {
       if (gguf) return ggufShape(await readGgufModel(gguf));
     }
     const weights = src.files.filter((f) => lower(f.path).endsWith(".safetensors"));
+    const weightBytes = weights.reduce((s, f) => s + f.size_bytes, 0);
+    // A model not downloaded yet brings its config.json as read from the hub.
+    const kept = src.metadata.config;
+    if (weights.length && kept && typeof kept === "object" && !Array.isArray(kept)) return safetensorsShape(kept as Record<string, unknown>, weightBytes);
     const config = src.files.find((f) => lower(f.path) === "config.json" || lower(f.path).endsWith("/config.json"));
     if (weights.length && config) {
       try {
         const parsed = JSON.parse(await readFile(config.local_path, "utf8"));
-        if (parsed && typeof parsed === "object") return safetensorsShape(parsed, weights.reduce((s, f) => s + f.size_bytes, 0));
+        if (parsed && typeof parsed === "object") return safetensorsShape(parsed, weightBytes);
       } catch {
         // an unreadable config.json leaves the size-only estimate
       }

@@ -237,6 +237,19 @@ export class SpawnPreflight {
     return refusal(409, a.device, a.needed, a.budget, estimate);
   }
 
+  /**
+   * Count a worker that already runs (adopted after a hive restart) without the fit check: it
+   * holds its memory whatever the device says now. Throws the 400s when its device is gone.
+   */
+  async adopt(req: { workerId: string; backend: string; device: number; bytes: number; pid: number | null }): Promise<Reservation> {
+    const device = placementFor(await this.d.inventory.snapshot(), req.backend, req.device);
+    const taken = this.d.ledger.take(
+      { workerId: req.workerId, deviceId: device.id, pool: device.pool, bytes: req.bytes, forced: false, at: this.clock.now(), pid: req.pid },
+      () => ({ admit: true }),
+    );
+    return taken.reservation!;
+  }
+
   release(workerId: string): Reservation | undefined {
     return this.d.ledger.release(workerId);
   }

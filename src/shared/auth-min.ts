@@ -37,12 +37,22 @@ export type AuthOutcome =
   | { ok: true; fingerprint: string }
   | { ok: false; error: typeof MISSING_API_KEY | typeof INVALID_API_KEY; fingerprint?: string };
 
-/** Check an Authorization header against the configured token. */
+/** The configured token's digest, computed once: every request is checked against it. */
+let expectedDigest: { token: string; digest: Buffer } | null = null;
+const digestOfExpected = (expected: string) =>
+  expectedDigest?.token === expected ? expectedDigest.digest : (expectedDigest = { token: expected, digest: sha256(expected) }).digest;
+
+/**
+ * Check an Authorization header against the configured token. One sha256 per request (it is on
+ * the path of every proxied request): the presented token's digest serves the constant-time compare
+ * and its fingerprint alike.
+ */
 export function checkBearer(header: string | null | undefined, expected: string): AuthOutcome {
   const parsed = parseBearer(header);
   if (!parsed.ok) return { ok: false, error: MISSING_API_KEY };
-  const fingerprint = tokenFingerprint(parsed.token);
-  return tokensEqual(parsed.token, expected) ? { ok: true, fingerprint } : { ok: false, error: INVALID_API_KEY, fingerprint };
+  const presented = sha256(parsed.token);
+  const fingerprint = `token:${presented.toString("hex", 0, 3)}`;
+  return timingSafeEqual(presented, digestOfExpected(expected)) ? { ok: true, fingerprint } : { ok: false, error: INVALID_API_KEY, fingerprint };
 }
 
 /** Loopback hosts may run without a token. */

@@ -96,9 +96,40 @@ export class AppendLog {
 }
 
 /**
- * Read a byte stream, split it into lines (partial lines are carried over, a final line without
- * newline is still delivered, "\r\n" is accepted), call onLine for each and onChunkDone after each
- * chunk. Resolves at EOF or when cancelled; never rejects.
+ * Bytes in, lines out: partial lines are carried over, "\r\n" is accepted, and a "line" longer than
+ * MAX_LINE_CHARS is cut into pieces. `end()` delivers a final line that has no newline.
+ */
+export class LineSplitter {
+  private readonly decoder = new TextDecoder();
+  private partial = "";
+
+  constructor(private readonly onLine: (line: string) => void) {}
+
+  push(bytes: Uint8Array): void {
+    this.partial += this.decoder.decode(bytes, { stream: true });
+    const parts = this.partial.split("\n");
+    this.partial = parts.pop() ?? "";
+    for (const p of parts) this.emit(p);
+    while (this.partial.length > MAX_LINE_CHARS) {
+      this.emit(this.partial.slice(0, MAX_LINE_CHARS));
+      this.partial = this.partial.slice(MAX_LINE_CHARS);
+    }
+  }
+
+  end(): void {
+    this.partial += this.decoder.decode();
+    if (this.partial.length > 0) this.emit(this.partial);
+    this.partial = "";
+  }
+
+  private emit(line: string): void {
+    this.onLine(line.endsWith("\r") ? line.slice(0, -1) : line);
+  }
+}
+
+/**
+ * Read a byte stream, split it into lines, call onLine for each and onChunkDone after each chunk.
+ * Resolves at EOF or when cancelled; never rejects.
  */
 export function pumpLines(
   stream: ReadableStream<Uint8Array>,
@@ -106,30 +137,19 @@ export function pumpLines(
   onChunkDone: () => void,
 ): { done: Promise<void>; cancel: () => void } {
   const reader = stream.getReader();
-  const decoder = new TextDecoder();
-  let partial = "";
-  const emit = (line: string) => onLine(line.endsWith("\r") ? line.slice(0, -1) : line);
+  const lines = new LineSplitter(onLine);
   const done = (async () => {
     try {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        partial += decoder.decode(value, { stream: true });
-        const parts = partial.split("\n");
-        partial = parts.pop() ?? "";
-        for (const p of parts) emit(p);
-        while (partial.length > MAX_LINE_CHARS) {
-          emit(partial.slice(0, MAX_LINE_CHARS));
-          partial = partial.slice(MAX_LINE_CHARS);
-        }
+        lines.push(value);
         onChunkDone();
       }
     } catch {
       // Read error or cancel: treat as EOF.
     }
-    partial += decoder.decode();
-    if (partial.length > 0) emit(partial);
-    partial = "";
+    lines.end();
   })();
   return {
     done,

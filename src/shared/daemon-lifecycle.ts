@@ -7,21 +7,34 @@
  * - when it exits *for any reason* (crash, external kill, stop()), the group is SIGKILLed, so no
  *   grandchild outlives it holding a port, VRAM or our output pipes;
  * - `exited` resolves from Bun's `onExit` (no polling), after the remaining output has been
- *   drained (bounded by OUTPUT_DRAIN_MS) so `tail()` already holds the last lines, e.g. the
- *   stderr explaining a crash;
- * - stdout/stderr are split into lines and fanned out to a bounded ring buffer, an append-only log
- *   file, an optional echo (`[id] line`) and an optional per-line callback.
+ *   read, so `tail()` already holds the last lines, e.g. the stderr explaining a crash;
+ * - output is split into lines and fanned out to a bounded ring buffer, the log file, an optional
+ *   echo (`[id] line`) and an optional per-line callback.
  *
- * Out of scope: if the hive itself is SIGKILLed its children (own sessions) survive; the
- * registry above this module must find and stop them (e.g. from recorded pids).
+ * Output, two ways:
+ * - pipes (default): stdout and stderr stay apart; the supervisor appends the lines to the log.
+ * - `outputToLogFile`: the log file itself (O_APPEND) is the child's stdout and stderr, and the
+ *   supervisor follows it (log-follower.ts). A child whose output is a pipe to us gets EPIPE or
+ *   SIGPIPE on its next write once we are gone; a file never does, so such a child can outlive
+ *   the hive and be adopted by the next one (`adoptProcess`). Both streams share the file and can
+ *   no longer be told apart: every stream filter of `tail()` answers all lines.
+ *
+ * `dieWithParent` (Linux): the child gets a parent-death SIGKILL (setpriv) and its group is
+ * registered with the group guardian, so even a SIGKILL of the hive leaves no process behind
+ * (parent-death.ts, group-guardian.ts). Without it the child outlives us, on purpose.
  *
  * Imports nothing outside src/shared (plus node builtins) so any layer can use it.
  */
-import { accessSync, constants as fsConstants, statSync } from "node:fs";
+import { accessSync, closeSync, constants as fsConstants, fstatSync, mkdirSync, openSync, statSync } from "node:fs";
 import { constants as osConstants } from "node:os";
-import { resolve as resolvePath } from "node:path";
+import { dirname, resolve as resolvePath } from "node:path";
 import { AppendLog, LineRing, pumpLines, type OutputStream } from "./child-output.ts";
 import { HiveError, errorMessage } from "./errors.ts";
+import { watchExit } from "./exit-watch.ts";
+import { groupGuardian } from "./group-guardian.ts";
+import { followFile, lastLines, type FollowedFile } from "./log-follower.ts";
+import { parentDeathPrefix } from "./parent-death.ts";
+import { identify, readProcStat } from "./proc-stat.ts";
 
 export type { OutputStream };
 
@@ -48,6 +61,28 @@ export interface SpawnOptions {
   ringLines?: number;
   /** Called for every line as it arrives (e.g. stall-aware load timeouts). Exceptions are swallowed. */
   onOutput?: (stream: OutputStream, line: string) => void;
+  /**
+   * The log file is the child's stdout and stderr, followed for the ring/echo/onOutput (requires
+   * `logFile`): the child survives our death without EPIPE. See the header.
+   */
+  outputToLogFile?: boolean;
+  /** Linux: the child and its whole group die when this process dies (setpriv + group guardian). */
+  dieWithParent?: boolean;
+}
+
+/** A running process this supervisor did not start (left by a previous hive): see adoptProcess. */
+export interface AdoptOptions {
+  id: string;
+  pid: number;
+  /** Its process group (every worker leads its own: normally the pid). */
+  pgid: number;
+  /** Its start time (proc-stat.ts): the pid is only ever signalled while it still matches. */
+  startTime: string;
+  /** Its stdout/stderr file: followed from its end, the ring starts with its last lines. */
+  logFile?: string;
+  echo?: (line: string) => void;
+  ringLines?: number;
+  onOutput?: (stream: OutputStream, line: string) => void;
 }
 
 export interface ChildExit {
@@ -59,6 +94,10 @@ export interface ChildExit {
   requested: boolean;
   /** Date.now() at the moment the exit was observed (before output draining). */
   at: number;
+  /** stop() had to SIGKILL the group after the grace (or a force). */
+  forced?: boolean;
+  /** An adopted process (not our child): its exit status is unknown, code and signal are null. */
+  adopted?: boolean;
 }
 
 export interface SupervisedChild {
@@ -78,6 +117,17 @@ export interface SupervisedChild {
   signal(sig: NodeJS.Signals): void;
   /** Last n lines from the ring buffer, oldest first, optionally only one stream. */
   tail(n: number, stream?: OutputStream | "all"): string[];
+  /** Its process group (the pid: it leads its own). */
+  readonly pgid?: number;
+  /** Its start time from /proc (null where unknown): pid + start time name it for good. */
+  readonly startTime?: string | null;
+  /** Adopted from a previous hive rather than spawned. */
+  readonly adopted?: boolean;
+  /**
+   * Let it go: stop following its output and watching it, leave it running (the keep-workers
+   * exit policy). `exited` may never resolve afterwards.
+   */
+  detach?(): void;
 }
 
 export type Spawner = (opts: SpawnOptions) => SupervisedChild;
@@ -152,19 +202,26 @@ interface ExitState {
   hasExited: boolean;
   /** stop() was called before the exit: the exit is marked requested. */
   stopRequested: boolean;
+  /** stop() escalated to SIGKILL before the exit. */
+  forced: boolean;
+  /** detach() was called: the process is no longer ours to watch. */
+  detached: boolean;
   /** The exit record, set once the output is drained. */
   record: ChildExit | null;
 }
+
+const newExitState = (): ExitState => ({ hasExited: false, stopRequested: false, forced: false, detached: false, record: null });
 
 export const spawnSupervised: Spawner = (opts) => {
   const cwd = opts.cwd ?? process.cwd();
   const env = buildEnv(opts.env);
   const exe = resolveExecutable(opts.command[0], cwd, env.PATH);
   requireDirectory(cwd, opts.id);
+  if (opts.outputToLogFile && !opts.logFile) throw new Error(`spawnSupervised(${opts.id}): outputToLogFile needs logFile`);
   const ring = new LineRing(Math.max(0, Math.floor(opts.ringLines ?? DEFAULT_RING_LINES)));
-  const log = openLog(opts);
+  const argv = [...(opts.dieWithParent ? parentDeathPrefix() : []), exe, ...opts.command.slice(1)];
 
-  const state: ExitState = { hasExited: false, stopRequested: false, record: null };
+  const state = newExitState();
   let resolveExited!: (e: ChildExit) => void;
   const exited = new Promise<ChildExit>((r) => (resolveExited = r));
   // onExit could in theory fire before the handler below is installed; remember it then.
@@ -172,33 +229,99 @@ export const spawnSupervised: Spawner = (opts) => {
   let onExitSeen: (code: number | null, sig: string | null) => void = (code, sig) => {
     earlyExit = [code, sig];
   };
-
-  const proc = startProcess(opts.id, [exe, ...opts.command.slice(1)], cwd, env, log, (code, sig) => onExitSeen(code, sig));
-  const killGroup = (sig: NodeJS.Signals) => signalGroup(proc, sig, state.hasExited);
-  const onLine = lineFanOut(opts, ring, log);
-  // Flush the log after each chunk (not each line) so it is near-real-time but cheap.
-  const flushLog = () => log?.flush();
-  const pumps = [
-    pumpLines(proc.stdout, (l) => onLine("stdout", l), flushLog),
-    pumpLines(proc.stderr, (l) => onLine("stderr", l), flushLog),
-  ];
+  const output = opts.outputToLogFile ? fileOutput(opts, ring) : pipeOutput(opts, ring);
+  const proc = startProcess(opts.id, argv, cwd, env, output, (code, sig) => onExitSeen(code, sig));
+  output.started(proc);
+  const killGroup = (sig: NodeJS.Signals) => signalGroup(proc.pid, sig, () => !state.hasExited && tryKill(proc.pid, sig));
+  const startTime = readProcStat(proc.pid)?.startTime ?? null;
+  if (opts.dieWithParent) groupGuardian.add(proc.pid, startTime);
 
   onExitSeen = (code, sig) => {
     if (state.hasExited) return;
     state.hasExited = true;
-    const record: ChildExit = { code: sig ? null : code, signal: sig, requested: state.stopRequested, at: Date.now() };
+    const record: ChildExit = { code: sig ? null : code, signal: sig, requested: state.stopRequested, at: Date.now(), ...(state.forced ? { forced: true } : {}) };
     // No grandchild survives its parent. The pgid stays reserved while any member lives, so
     // this cannot hit an unrelated group unless the group is already empty (then ESRCH).
     killGroup("SIGKILL");
-    void drainOutput(pumps, log).then(() => {
+    if (opts.dieWithParent) groupGuardian.remove(proc.pid);
+    void output.drain().then(() => {
       state.record = record;
       resolveExited(record);
     });
   };
   if (earlyExit) onExitSeen(...earlyExit);
 
-  return childHandle({ id: opts.id, pid: proc.pid, state, exited, killGroup, ring });
+  return childHandle({
+    id: opts.id,
+    pid: proc.pid,
+    startTime,
+    adopted: false,
+    state,
+    exited,
+    killGroup,
+    ring,
+    anyStream: !!opts.outputToLogFile,
+    detach: () => {
+      output.detach();
+      if (opts.dieWithParent) groupGuardian.remove(proc.pid);
+    },
+  });
 };
+
+/**
+ * Take over a process a previous hive started and left running: its exit is noticed without being
+ * its parent (exit-watch.ts, within 100 ms), its output followed from its log file, and stop()
+ * works on its group as for a spawned child. Nothing is signalled once its pid belongs to another
+ * process. The exit status of a process that is not our child is unknown: code and signal are null.
+ */
+export function adoptProcess(opts: AdoptOptions): SupervisedChild {
+  const ringSize = Math.max(0, Math.floor(opts.ringLines ?? DEFAULT_RING_LINES));
+  const ring = new LineRing(ringSize);
+  const onLine = lineFanOut(opts, ring, undefined);
+  let follower: FollowedFile | null = null;
+  if (opts.logFile) {
+    // The ring starts with what the file already holds (GET …/logs keeps working); only new
+    // lines are echoed and count as output.
+    for (const line of lastLines(opts.logFile, ringSize)) ring.push({ stream: "stdout", line });
+    try {
+      follower = followFile({ path: opts.logFile, from: "end", onLine: (l) => onLine("stdout", l), onSkip: skipNotice(opts) });
+    } catch {
+      follower = null; // log file gone: the process still is ours to watch and stop
+    }
+  }
+  const state = newExitState();
+  let resolveExited!: (e: ChildExit) => void;
+  const exited = new Promise<ChildExit>((r) => (resolveExited = r));
+  const stillOurs = () => identify(opts.pid, opts.startTime) !== "other";
+  const killGroup = (sig: NodeJS.Signals) =>
+    stillOurs() && signalGroup(opts.pgid, sig, () => identify(opts.pid, opts.startTime) === "same" && tryKill(opts.pid, sig));
+  const watch = watchExit(opts.pid, opts.startTime);
+  void watch.exited.then((at) => {
+    if (state.hasExited) return;
+    state.hasExited = true;
+    killGroup("SIGKILL"); // its grandchildren go with it, as for a spawned child
+    follower?.close();
+    const record: ChildExit = { code: null, signal: null, requested: state.stopRequested, at, ...(state.forced ? { forced: true } : {}), adopted: true };
+    state.record = record;
+    resolveExited(record);
+  });
+  return childHandle({
+    id: opts.id,
+    pid: opts.pid,
+    pgid: opts.pgid,
+    startTime: opts.startTime,
+    adopted: true,
+    state,
+    exited,
+    killGroup,
+    ring,
+    anyStream: true,
+    detach: () => {
+      watch.cancel();
+      follower?.close();
+    },
+  });
+}
 
 function requireDirectory(cwd: string, id: string): void {
   try {
@@ -206,6 +329,92 @@ function requireDirectory(cwd: string, id: string): void {
   } catch (e) {
     throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot spawn ${id}: bad working directory ${cwd}: ${errorMessage(e)}`);
   }
+}
+
+type ChildProcess = Bun.Subprocess<"ignore", "pipe" | number, "pipe" | number>;
+
+/** Where a child's output goes and how the supervisor reads it back. */
+interface OutputChannel {
+  /** Bun.spawn's stdout/stderr. */
+  stdio: "pipe" | number;
+  /** Called right after the spawn (or its failure, with null). */
+  started(proc: ChildProcess | null): void;
+  /** After the exit: read what is left, then release everything. */
+  drain(): Promise<void>;
+  /** Stop reading, leave the child running. */
+  detach(): void;
+}
+
+/** Pipes: two streams kept apart, lines appended to the log by us. */
+function pipeOutput(opts: SpawnOptions, ring: LineRing): OutputChannel {
+  const log = openLog(opts);
+  const onLine = lineFanOut(opts, ring, log);
+  // Flush the log after each chunk (not each line) so it is near-real-time but cheap.
+  const flushLog = () => log?.flush();
+  let pumps: { done: Promise<void>; cancel: () => void }[] = [];
+  return {
+    stdio: "pipe",
+    started(proc) {
+      if (!proc) {
+        void log?.close();
+        return;
+      }
+      pumps = [
+        pumpLines(proc.stdout as ReadableStream<Uint8Array>, (l) => onLine("stdout", l), flushLog),
+        pumpLines(proc.stderr as ReadableStream<Uint8Array>, (l) => onLine("stderr", l), flushLog),
+      ];
+    },
+    drain: () => drainPipes(pumps, log),
+    detach() {
+      for (const p of pumps) p.cancel();
+      void log?.close();
+    },
+  };
+}
+
+/** The log file as stdout and stderr: the child writes it directly, we follow it. */
+function fileOutput(opts: SpawnOptions, ring: LineRing): OutputChannel {
+  const path = opts.logFile!;
+  let fd: number;
+  let from: number;
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+    fd = openSync(path, "a"); // O_APPEND: our writes and a grandchild's never overwrite each other
+    from = fstatSync(fd).size;
+  } catch (e) {
+    throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot open log file ${path} for ${opts.id}: ${errorMessage(e)}`);
+  }
+  const onLine = lineFanOut(opts, ring, undefined);
+  let follower: FollowedFile | null = null;
+  return {
+    stdio: fd,
+    started(proc) {
+      closeSync(fd); // the child holds its own copy
+      if (!proc) return;
+      try {
+        follower = followFile({ path, from, onLine: (l) => onLine("stdout", l), onSkip: skipNotice(opts) });
+      } catch {
+        follower = null; // the file vanished already: the child runs, its lines are not seen
+      }
+    },
+    async drain() {
+      follower?.close();
+    },
+    detach() {
+      follower?.close();
+    },
+  };
+}
+
+/** The echo says when a flood of output was skipped (the log file keeps it). */
+function skipNotice(opts: { id: string; echo?: (line: string) => void }): (bytes: number) => void {
+  return (bytes) => {
+    try {
+      opts.echo?.(`[${opts.id}] … ${bytes} bytes of output not shown (too fast to follow); they are in the log file`);
+    } catch {
+      /* see lineFanOut */
+    }
+  };
 }
 
 function openLog(opts: SpawnOptions): AppendLog | undefined {
@@ -217,14 +426,12 @@ function openLog(opts: SpawnOptions): AppendLog | undefined {
   }
 }
 
-type ChildProcess = Bun.Subprocess<"ignore", "pipe", "pipe">;
-
 function startProcess(
   id: string,
   argv: string[],
   cwd: string,
   env: Record<string, string>,
-  log: AppendLog | undefined,
+  output: OutputChannel,
   onExit: (code: number | null, sig: string | null) => void,
 ): ChildProcess {
   try {
@@ -232,39 +439,50 @@ function startProcess(
       cwd,
       env,
       stdin: "ignore",
-      stdout: "pipe",
-      stderr: "pipe",
+      stdout: output.stdio,
+      stderr: output.stdio,
       detached: true, // setsid(): the child leads its own process group (pgid == pid)
       onExit: (_p, code, sig) => onExit(code, signalName(sig)),
-    });
+    }) as ChildProcess;
   } catch (e) {
-    void log?.close();
+    output.started(null);
     throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot spawn ${id} (${argv[0]}): ${errorMessage(e)}`);
   }
 }
 
-/** Signal the whole group; ESRCH (group gone) is ignored. Returns false if nothing was signalled. */
-function signalGroup(proc: ChildProcess, sig: NodeJS.Signals, childExited: boolean): boolean {
+function tryKill(pid: number, sig: NodeJS.Signals): boolean {
   try {
-    process.kill(-proc.pid, sig);
+    process.kill(pid, sig);
     return true;
-  } catch (e) {
-    if (!isErrno(e, "ESRCH")) return false;
-    // No such group: fall back to the child itself, in case it is still alive.
-    if (!childExited) {
-      try {
-        proc.kill(sig);
-        return true;
-      } catch {
-        /* gone */
-      }
-    }
+  } catch {
     return false;
   }
 }
 
+/**
+ * Signal the whole group; ESRCH (group gone) is ignored, then `fallback` signals the leader alone
+ * in case it still lives. Returns false if nothing was signalled.
+ */
+function signalGroup(pgid: number, sig: NodeJS.Signals, fallback: () => boolean): boolean {
+  try {
+    process.kill(-pgid, sig);
+    return true;
+  } catch (e) {
+    if (!isErrno(e, "ESRCH")) return false;
+    try {
+      return fallback();
+    } catch {
+      return false;
+    }
+  }
+}
+
 /** Each output line goes to the ring, the log, the echo and onOutput; a failing echo or callback is ignored. */
-function lineFanOut(opts: SpawnOptions, ring: LineRing, log: AppendLog | undefined): (stream: OutputStream, line: string) => void {
+function lineFanOut(
+  opts: { id: string; echo?: (line: string) => void; onOutput?: (stream: OutputStream, line: string) => void },
+  ring: LineRing,
+  log: AppendLog | undefined,
+): (stream: OutputStream, line: string) => void {
   return (stream, line) => {
     ring.push({ stream, line });
     log?.write(line);
@@ -286,7 +504,7 @@ function lineFanOut(opts: SpawnOptions, ring: LineRing, log: AppendLog | undefin
 }
 
 /** Wait for EOF on both pipes (at most OUTPUT_DRAIN_MS, then give up on them), then close the log. */
-async function drainOutput(pumps: { done: Promise<void>; cancel: () => void }[], log: AppendLog | undefined): Promise<void> {
+async function drainPipes(pumps: { done: Promise<void>; cancel: () => void }[], log: AppendLog | undefined): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const drained = await Promise.race([
     Promise.all(pumps.map((p) => p.done)).then(() => true),
@@ -300,15 +518,24 @@ async function drainOutput(pumps: { done: Promise<void>; cancel: () => void }[],
 function childHandle(c: {
   id: string;
   pid: number;
+  pgid?: number;
+  startTime: string | null;
+  adopted: boolean;
   state: ExitState;
   exited: Promise<ChildExit>;
   killGroup: (sig: NodeJS.Signals) => boolean;
   ring: LineRing;
+  /** Both streams share one file: a stream filter cannot be honoured, every filter means all. */
+  anyStream: boolean;
+  detach: () => void;
 }): SupervisedChild {
   let stopping: Promise<ChildExit> | undefined;
   return {
     id: c.id,
     pid: c.pid,
+    pgid: c.pgid ?? c.pid,
+    startTime: c.startTime,
+    adopted: c.adopted,
     exited: c.exited,
     get exit() {
       return c.state.record;
@@ -319,7 +546,11 @@ function childHandle(c: {
       c.state.stopRequested = true;
       stopping = (async () => {
         c.killGroup("SIGTERM");
-        const timer = setTimeout(() => c.killGroup("SIGKILL"), Math.max(0, graceMs));
+        const timer = setTimeout(() => {
+          if (c.state.hasExited) return;
+          c.state.forced = true;
+          c.killGroup("SIGKILL");
+        }, Math.max(0, graceMs));
         try {
           return await c.exited;
         } finally {
@@ -329,10 +560,17 @@ function childHandle(c: {
       return stopping;
     },
     signal(sig: NodeJS.Signals): void {
-      if (!c.state.hasExited) c.killGroup(sig);
+      if (c.state.hasExited) return;
+      if (sig === "SIGKILL" && c.state.stopRequested) c.state.forced = true;
+      c.killGroup(sig);
     },
     tail(n: number, stream: OutputStream | "all" = "all"): string[] {
-      return c.ring.tail(Math.max(0, Math.floor(n)), stream);
+      return c.ring.tail(Math.max(0, Math.floor(n)), c.anyStream ? "all" : stream);
+    },
+    detach(): void {
+      if (c.state.detached || c.state.hasExited) return;
+      c.state.detached = true;
+      c.detach();
     },
   };
 }

@@ -13,6 +13,9 @@ export const Field = {
   /** Device index on the host (GPU ordinal); hosts have far fewer than 256. */
   device: () => t.Integer({ minimum: 0, maximum: 255 }),
   revision: () => t.String({ minLength: 1, maxLength: 255, description: "branch, tag or commit (default main)" }),
+  /** Tokens of context a worker runs with (llama.cpp's largest is 2^20). */
+  context: (description = "tokens of context the worker runs with; sizes the memory estimate's KV cache") =>
+    t.Integer({ minimum: 1, maximum: 1_048_576, description }),
   url: () => t.String({ maxLength: 2048 }),
   /** RFC 3339 date-time as upstream workers send it (chrono's to_rfc3339). */
   timestamp: () =>

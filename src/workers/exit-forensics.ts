@@ -39,16 +39,21 @@ export function isPortConflict(ctx: ExitContext): boolean {
 export function classifyExit(ctx: ExitContext, exit: ChildExit): ExitReason {
   if (exit.requested) return ctx.stopReason ?? "stopped";
   if (ctx.state === "loading") return isPortConflict(ctx) ? "port_conflict" : "load_failed";
+  if (exit.adopted) return "exited"; // not our child: how it ended is unknown
   if (exit.signal) return "killed";
   return exit.code === 0 ? "exited" : "crashed";
 }
 
 export function describeExit(reason: ExitReason, exit: ChildExit, ctx: ExitContext): string {
   if (ctx.stopMessage && exit.requested) return ctx.stopMessage;
-  const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+  const how = exit.adopted
+    ? "exited (adopted from a previous hive, so its exit status is unknown)"
+    : exit.signal
+      ? `was killed by ${exit.signal}`
+      : `exited with code ${exit.code}`;
   switch (reason) {
     case "stopped":
-      return `stopped on request (${exit.signal ? exit.signal : `code ${exit.code}`})`;
+      return exit.adopted ? "stopped on request" : `stopped on request (${exit.signal ? exit.signal : `code ${exit.code}`})`;
     case "load_failed":
       return `worker ${how} before it was ready`;
     case "port_conflict":

@@ -1,6 +1,7 @@
 /**
  * After a worker process ends: the exit is classified and kept with its stderr tail, then one of
- *   - gone for good: stopped on request, during shutdown, or the policy says no restart;
+ *   - gone for good: stopped on request, during shutdown, or the policy says no restart (its
+ *     memory reservation is released; a restart keeps it);
  *   - relaunch at once on another port: it could not bind its port (bounded, no backoff);
  *   - restart after a backoff (same id, same port if free), as the restart policy decides;
  *   - crash_loop: the policy's breaker opened; parked until an operator asks for a restart.
@@ -35,9 +36,12 @@ export class ExitHandler {
     if (entry.child !== child) return; // detached on purpose (an operator's restart)
     entry.child = null;
     endLoading(entry);
+    this.d.activity.ended(id); // nothing is in flight on a process that is gone
     const w = this.d.registry.live(id);
     if (!w) return;
     releasePort(this.d.ports, entry, w.port, true);
+    // Its pid may be reused by anyone now; a relaunch attaches the new one.
+    this.d.admission.attachPid(id, null);
     const { reason } = this.keepExit(w, entry, child, exit);
 
     if (reason === "stopped" || entry.stopRequested || this.table.shuttingDown) {
@@ -69,7 +73,7 @@ export class ExitHandler {
     );
     const { reason, message } = record;
     this.d.registry.recordExit(id, record);
-    this.d.registry.update(id, { pid: null, slots_available: 0 });
+    this.d.registry.update(id, { pid: null, slots_available: 0, in_flight: 0, memory_used_bytes: null });
     this.d.bus.publish("exited", { worker_id: id, reason, code: exit.code, signal: exit.signal, message });
     const level = reason === "stopped" ? "info" : "warn";
     this.d.logger[level]("worker exited", { worker_id: id, reason, code: exit.code, signal: exit.signal });
@@ -89,6 +93,7 @@ export class ExitHandler {
     const entry = this.table.entries.get(id);
     const live = this.d.registry.live(id);
     if (entry && live) releasePort(this.d.ports, entry, live.port);
+    this.d.admission.release(id);
     this.table.entries.delete(id);
     const w = this.d.registry.retire(id);
     if (how === "stopped" && w) this.d.bus.publish("stopped", { worker_id: id });
@@ -151,7 +156,9 @@ export class ExitHandler {
     }
   }
 
+  /** Parked without a process until an operator acts: its memory is given back (a retry re-admits it). */
   private enterCrashLoop(id: string, why: string): void {
+    this.d.admission.release(id);
     this.toLoading(id, { phase: "crash_loop", next_restart_at: null, crash_loop_reason: why, slots_available: 0, pid: null });
     this.d.bus.publish("crash_loop", { worker_id: id, reason: why });
     this.d.logger.error("worker in crash loop; not restarting until asked", { worker_id: id, why });

@@ -11,6 +11,9 @@ import type { Spawner, SupervisedChild } from "../shared/daemon-lifecycle.ts";
 import type { HttpClient } from "../shared/http-client.ts";
 import type { Logger } from "../shared/logger.ts";
 import type { ModelResolver } from "../shared/model-source.ts";
+import type { MemoryNeed, SpawnAdmission } from "../shared/spawn-admission.ts";
+import type { WorkerActivity } from "./activity.ts";
+import type { LoadingProgressRelay } from "./loading-progress.ts";
 import type { PortAllocator } from "./port-allocator.ts";
 import type { WorkerRegistry } from "./registry.ts";
 import { newRestartHistory, type RestartHistory, type RestartPolicy } from "./restart.ts";
@@ -28,7 +31,15 @@ export interface LifecycleDeps {
   http: HttpClient;
   ports: PortAllocator;
   models: ModelResolver;
+  /** Memory admission before any process starts or any download begins (the resources area). */
+  admission: SpawnAdmission;
   restartPolicy: RestartPolicy;
+  /** Requests in flight and slots per worker (forwarded requests, reports, drains). */
+  activity: WorkerActivity;
+  /** What can be seen of a loading worker's progress, relayed into its record and the events. */
+  progress: LoadingProgressRelay;
+  /** LLORCH_API_TOKEN: the hive's Bearer on the workers' own protected routes (they inherit it). */
+  workerToken?: string;
   queen?: QueenNotifier;
   /** Base URL workers call back to, e.g. http://127.0.0.1:9200 (known once the socket is bound). */
   callbackBase: () => string;
@@ -51,6 +62,8 @@ export interface WorkerEntry {
   exitHandled: Promise<void> | null;
   deadline: LoadDeadline | null;
   readiness: AbortController | null;
+  /** Ends the relay of its loading progress (ready, exit). */
+  progress: AbortController | null;
   /** Reason to record when a stop we asked for completes (unhealthy, load_timeout, stopped). */
   stopReason: ExitReason | null;
   stopMessage: string | null;
@@ -63,6 +76,8 @@ export interface WorkerEntry {
   portHeld: boolean;
   /** Port conflicts since the worker was last ready; bounds the relaunches that skip the policy. */
   portConflicts: number;
+  /** What it was admitted with: an operator's retry of a crash loop (which released it) re-admits it. */
+  memory: { need: MemoryNeed; force: boolean } | null;
 }
 
 export const newWorkerEntry = (profileName: string, profile: WorkerProfile, binary: string): WorkerEntry => ({
@@ -74,6 +89,7 @@ export const newWorkerEntry = (profileName: string, profile: WorkerProfile, bina
   exitHandled: null,
   deadline: null,
   readiness: null,
+  progress: null,
   stopReason: null,
   stopMessage: null,
   restartTimer: null,
@@ -82,6 +98,7 @@ export const newWorkerEntry = (profileName: string, profile: WorkerProfile, bina
   stopRequested: false,
   portHeld: true,
   portConflicts: 0,
+  memory: null,
 });
 
 /** The entries of the workers this hive runs, and whether shutdown has begun. */
@@ -107,6 +124,8 @@ export function endLoading(entry: WorkerEntry): void {
   entry.deadline = null;
   entry.readiness?.abort();
   entry.readiness = null;
+  entry.progress?.abort();
+  entry.progress = null;
 }
 
 /** `ran`: a process of ours ran on the port, so its sockets may linger there (see PortAllocator). */

@@ -138,6 +138,11 @@ export class PortAllocator {
     );
   }
 
+  /** Reserve a port a running worker already holds (one adopted from a previous hive), unprobed. */
+  hold(port: number): void {
+    this.reserved.add(port);
+  }
+
   /** Give the port back; `ranBinary` when a worker process of that binary ran there (its sockets may linger). */
   release(port: number, ranBinary?: string): void {
     this.reserved.delete(port);

@@ -8,8 +8,10 @@
 import { notFound } from "../shared/errors.ts";
 import { toSystemTime } from "../shared/rbee-types.ts";
 import { endLoading, type LifecycleDeps, type WorkerEntry, type WorkerTable } from "./lifecycle-context.ts";
+import { readyProgress } from "./loading-progress.ts";
 import { unknownWorker } from "./registry.ts";
 import type { Heartbeat, ReadyCallback } from "./schemas.ts";
+import { slotsOf } from "./slots.ts";
 import { localUrl, pollUntilHealthy } from "./worker-health.ts";
 
 export type CallbackAccess = "allow" | "unknown" | "deny";
@@ -56,6 +58,16 @@ export class WorkerReadiness {
     if (entry.profile.readiness === "http") void this.confirmReady(id, entry, entry.profile.readiness_path);
   }
 
+  /**
+   * A loading worker adopted from a previous hive: its callback may have gone to that hive, so
+   * its health is polled from now on (a callback arriving here is still accepted).
+   */
+  watchAdopted(id: string, entry: WorkerEntry): void {
+    const http = entry.profile.readiness === "http";
+    if (!http) this.d.registry.update(id, { phase: "confirming" });
+    void this.confirmReady(id, entry, http ? entry.profile.readiness_path : entry.profile.health_path);
+  }
+
   private async confirmReady(id: string, entry: WorkerEntry, path: string): Promise<void> {
     entry.readiness?.abort();
     const ac = new AbortController();
@@ -64,18 +76,27 @@ export class WorkerReadiness {
     if (!w) return;
     const intervalMs = this.d.config.workers.ready_poll_interval_s * 1000;
     if (await pollUntilHealthy(this.d.http, `${localUrl(w.port)}${path}`, entry.profile.healthy_status, intervalMs, ac.signal)) {
-      this.markReady(id, entry);
+      // Its slots are known before it is announced ready (llama-server says them once loaded).
+      const slots =
+        entry.profile.slots === "props"
+          ? await slotsOf(entry.profile, w, { http: this.d.http, logger: this.d.logger, token: this.d.workerToken, signal: ac.signal })
+          : entry.profile.slots;
+      if (!ac.signal.aborted) this.markReady(id, entry, slots);
     }
   }
 
-  private markReady(id: string, entry: WorkerEntry): void {
+  private markReady(id: string, entry: WorkerEntry, slots: number): void {
     entry.portConflicts = 0;
     endLoading(entry);
     const loadMs = Math.round(this.d.clock.monotonic() - entry.launchedAt);
+    this.d.activity.started(id, slots);
     const ok = this.d.registry.transition(id, "idle", {
       phase: "running",
       ready_at: toSystemTime(this.d.clock.now()),
-      slots_available: 1,
+      slots_total: slots,
+      slots_available: slots,
+      in_flight: 0,
+      load_progress: readyProgress(this.d.clock.now()),
       failed_health_checks: 0,
       crash_loop_reason: null,
     });

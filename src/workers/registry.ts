@@ -174,6 +174,8 @@ export function newWorkerRecord(init: {
   profile: string;
   phase: WorkerPhase;
   now: number;
+  keep_alive_s?: number | null;
+  memory_estimate_bytes?: number | null;
 }): WorkerInfo {
   const ts = toSystemTime(init.now);
   return {
@@ -203,5 +205,10 @@ export function newWorkerRecord(init: {
     exits: [],
     next_restart_at: null,
     crash_loop_reason: null,
+    in_flight: 0,
+    keep_alive_s: init.keep_alive_s ?? null,
+    load_progress: null,
+    memory_estimate_bytes: init.memory_estimate_bytes ?? null,
+    memory_used_bytes: null,
   };
 }

@@ -54,6 +54,7 @@ export class RestartPolicy {
   /** Decide what to do after an exit. Mutates the history (records the failure/attempt). */
   decide(h: RestartHistory, reason: ExitReason, now: number): RestartDecision {
     if (reason === "stopped") return { action: "none", why: "stopped on request" };
+    if (reason === "idle") return { action: "none", why: "stopped by the idle timeout" };
     // A long healthy run wipes the slate before this failure is counted.
     if (h.healthySince !== null && now - h.healthySince >= this.cfg.reset_after_s * 1000) {
       h.attempts = [];

@@ -33,6 +33,7 @@ export const ExitReason = t.Union([
   t.Literal("load_timeout"),
   t.Literal("spawn_failed"),
   t.Literal("port_conflict"),
+  t.Literal("idle"),
 ]);
 export type ExitReason = typeof ExitReason.static;
 
@@ -41,10 +42,32 @@ export const WorkerExit = t.Object({
   code: Nullable(t.Integer()),
   signal: Nullable(t.String()),
   message: t.String({ description: "one sentence: what happened" }),
-  stderr_tail: t.Array(t.String(), { description: "last lines of the worker's stderr" }),
+  stderr_tail: t.Array(t.String(), { description: "last lines of the worker's output (stdout and stderr share its log file)" }),
   at: SystemTime,
 });
 export type WorkerExit = typeof WorkerExit.static;
+
+/**
+ * How far a loading worker has come, from its model download through its load to ready: one bar
+ * for a caller. `fraction` is within the stage (null where nothing says how far).
+ */
+export const LoadProgress = t.Object({
+  stage: t.Union([t.Literal("downloading"), t.Literal("loading"), t.Literal("ready")]),
+  source: t.Union([t.Literal("download"), t.Literal("worker"), t.Literal("output"), t.Literal("hive")], {
+    description: "download: the hive's model download; worker: its /v1/loading/progress stream; output: its output (sign of life); hive: the hive's own step",
+  }),
+  worker_stage: Nullable(t.String({ description: "the worker's own stage name, e.g. loading_to_vram" })),
+  done: Nullable(t.Number()),
+  total: Nullable(t.Number()),
+  unit: Nullable(t.Union([t.Literal("bytes"), t.Literal("layers")])),
+  fraction: Nullable(t.Number({ minimum: 0, maximum: 1 })),
+  detail: Nullable(t.String({ description: "the file being downloaded, or the worker's last output line" })),
+  at: SystemTime,
+});
+export type LoadProgress = typeof LoadProgress.static;
+
+/** Per-spawn override of [idle] timeout_s, bounded to a week; 0 = never idle-stopped. */
+export const MAX_KEEP_ALIVE_S = 7 * 24 * 3600;
 
 export const WorkerInfo = t.Object({
   // Upstream fields (protocol §1), same names and types.
@@ -75,6 +98,11 @@ export const WorkerInfo = t.Object({
   exits: t.Array(WorkerExit, { description: "recent exits, newest last" }),
   next_restart_at: Nullable(SystemTime),
   crash_loop_reason: Nullable(t.String()),
+  memory_estimate_bytes: Nullable(t.Integer({ description: "the memory estimate the worker was admitted with" })),
+  memory_used_bytes: Nullable(t.Integer({ description: "what it really uses, where the device reports it (as of the last device detection)" })),
+  in_flight: t.Integer({ description: "requests in flight: through the hive plus those reported to POST /v1/workers/{id}/activity" }),
+  keep_alive_s: Nullable(t.Integer({ description: "the spawn's idle timeout; null = [idle] timeout_s" })),
+  load_progress: Nullable(LoadProgress),
 });
 export type WorkerInfo = typeof WorkerInfo.static;
 
@@ -87,6 +115,9 @@ export const SpawnRequest = t.Object({
   model_path: t.Optional(t.String({ maxLength: 4096, description: "upstream field, ignored" })),
   profile: t.Optional(Field.identifier("hive addition: worker profile name")),
   revision: t.Optional(Field.revision()),
+  keep_alive_s: t.Optional(t.Integer({ minimum: 0, maximum: MAX_KEEP_ALIVE_S, description: "hive addition: idle timeout of this worker in seconds (0 = never), instead of [idle] timeout_s" })),
+  context: t.Optional(Field.context("hive addition: tokens of context (sizes the memory estimate; the profile's {context})")),
+  force: t.Optional(t.Boolean({ description: "hive addition: admit without the memory check (logged); the memory still counts" })),
 });
 export type SpawnRequest = typeof SpawnRequest.static;
 
@@ -110,7 +141,16 @@ export const Heartbeat = t.Object({
 });
 export type Heartbeat = typeof Heartbeat.static;
 
-export const StopRequest = t.Object({ worker_id: Field.workerId() });
+export const StopRequest = t.Object({
+  worker_id: Field.workerId(),
+  drain: t.Optional(t.Boolean({ description: "wait for requests in flight first (default true; [workers] drain_timeout_s)" })),
+});
+
+/** `POST /v1/workers/{id}/activity`: what a caller that talks to the worker directly reports. */
+export const ActivityReport = t.Object({
+  in_flight: t.Optional(t.Integer({ minimum: 0, maximum: 100_000, description: "requests the caller has in flight to this worker now; absent = a touch" })),
+});
+export type ActivityReport = typeof ActivityReport.static;
 
 export const StopResponse = t.Object({ message: t.String(), worker: WorkerInfo });
 

@@ -56,3 +56,109 @@ export class LoadDeadline {
     this.arm(); // touched meanwhile: sleep until the new deadline
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Idle timeout
+
+/** What the idle reaper reads of a worker (a registry snapshot). */
+interface IdleCandidate {
+  readonly id: string;
+  readonly state: string;
+  readonly phase: string;
+  readonly in_flight: number;
+  readonly keep_alive_s: number | null;
+  readonly last_activity: { readonly secs_since_epoch: number; readonly nanos_since_epoch: number };
+  readonly ready_at: { readonly secs_since_epoch: number; readonly nanos_since_epoch: number } | null;
+}
+
+export interface IdleReaperOptions {
+  clock: Clock;
+  /** Live workers (the registry's list). */
+  workers: () => readonly IdleCandidate[];
+  /** Every change of a worker record (the registry's onChange); returns the unsubscribe. */
+  changes: (listener: (worker: IdleCandidate) => void) => () => void;
+  /** [idle] check_interval_s, in ms. */
+  checkIntervalMs: number;
+  /** [idle] timeout_s (0 = never); a worker's keep_alive_s overrides it. */
+  timeoutS: number;
+  /** Stop this worker gracefully; it was idle `idleMs` against a timeout of `timeoutS`. */
+  stopIdle: (id: string, idleMs: number, timeoutS: number) => void;
+}
+
+const msOf = (t: { readonly secs_since_epoch: number; readonly nanos_since_epoch: number }) => t.secs_since_epoch * 1000 + t.nanos_since_epoch / 1e6;
+
+/**
+ * Every `check_interval_s` each ready worker with nothing in flight whose last activity (a request
+ * starting or finishing, a report; at least its becoming ready) is older than its idle timeout is
+ * handed to `stopIdle`. Loading workers and workers with requests in flight are never touched, and
+ * health checks and heartbeats are not activity: upstream reset the idle clock on every health
+ * check, so its idle timeout never fired. Times come from the injected clock, and the checks only
+ * run while some ready worker has an idle timeout (nothing is scheduled for a hive without one).
+ */
+export class IdleReaper {
+  private timer: Timer | null = null;
+  private unsubscribe: (() => void) | null = null;
+
+  constructor(private readonly o: IdleReaperOptions) {}
+
+  start(): void {
+    if (this.unsubscribe) return;
+    this.unsubscribe = this.o.changes((w) => this.seen(w));
+    if (this.anyCandidate()) this.arm();
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+    this.disarm();
+  }
+
+  /** One round (also what a test calls). */
+  check(): void {
+    const now = this.o.clock.now();
+    for (const w of this.o.workers()) {
+      if (w.state !== "idle" || w.phase !== "running" || w.in_flight > 0) continue;
+      const timeoutS = w.keep_alive_s ?? this.o.timeoutS;
+      if (timeoutS <= 0) continue;
+      const since = Math.max(msOf(w.last_activity), w.ready_at ? msOf(w.ready_at) : -Infinity);
+      const idleMs = now - since;
+      if (idleMs >= timeoutS * 1000) this.o.stopIdle(w.id, idleMs, timeoutS);
+    }
+  }
+
+  /** A ready worker with an idle timeout could become idle: the checks run while there is one. */
+  private isCandidate(w: IdleCandidate): boolean {
+    return w.phase === "running" && (w.keep_alive_s ?? this.o.timeoutS) > 0;
+  }
+
+  private anyCandidate(): boolean {
+    return this.o.workers().some((w) => this.isCandidate(w));
+  }
+
+  /** O(1) for the frequent changes (requests on running workers); a scan only when one stops running. */
+  private seen(w: IdleCandidate): void {
+    if (this.isCandidate(w)) {
+      if (!this.timer) this.arm();
+    } else if (this.timer && !this.anyCandidate()) {
+      this.disarm();
+    }
+  }
+
+  private arm(): void {
+    this.timer = this.o.clock.setTimeout(() => this.tick(), this.o.checkIntervalMs);
+  }
+
+  private disarm(): void {
+    if (this.timer) this.o.clock.clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private tick(): void {
+    this.timer = null;
+    try {
+      this.check();
+    } finally {
+      if (this.unsubscribe && !this.timer && this.anyCandidate()) this.arm();
+    }
+  }
+}

@@ -7,6 +7,7 @@ import { renameSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { ChildExit, SupervisedChild } from "../shared/daemon-lifecycle.ts";
 import { stopChild, type LifecycleDeps, type WorkerEntry } from "./lifecycle-context.ts";
+import { startingProgress } from "./loading-progress.ts";
 import type { WorkerSnapshot } from "./registry.ts";
 import { LoadDeadline } from "./timeout.ts";
 
@@ -35,14 +36,17 @@ export class WorkerLauncher {
     entry.modelPath = modelPath;
     const child = this.spawnProcess(id, entry, w, modelPath);
     entry.child = child;
+    this.d.admission.attachPid(id, child.pid);
     entry.launchedAt = this.d.clock.monotonic();
     entry.stopReason = null;
     entry.stopMessage = null;
     entry.exitHandled = child.exited.then((exit) => this.hooks.onExit(id, entry, child, exit));
-    this.d.registry.update(id, { pid: child.pid, phase: "starting", model_path: modelPath, next_restart_at: null });
+    this.d.registry.update(id, { pid: child.pid, phase: "starting", model_path: modelPath, next_restart_at: null, load_progress: startingProgress(this.d.clock.now()) });
     this.d.bus.publish("spawned", { worker_id: id, pid: child.pid, port: w.port, model_ref: w.model_ref, restart_count: w.restart_count });
     this.d.logger.info("worker spawned", { worker_id: id, pid: child.pid, port: w.port, model_ref: w.model_ref, profile: entry.profileName });
     entry.deadline = this.loadDeadline(id, entry);
+    entry.progress = new AbortController();
+    this.d.progress.watch(id, w.port, entry.profile.progress_path, entry.progress.signal);
     this.hooks.onStarted(id, entry);
   }
 
@@ -55,23 +59,32 @@ export class WorkerLauncher {
       device: String(w.device),
       port: String(w.port),
       callback_url: `${this.d.callbackBase()}/v1/workers/ready`,
+      // The context the memory estimate was sized for (llama-server: "-c", "{context}").
+      ...(entry.memory ? { context: String(entry.memory.need.context_length) } : {}),
     });
     const logFile = join(this.d.logsDir, `${id}.log`);
     rotateIfLarger(logFile, this.d.config.workers.log_file_max_mb * 1024 * 1024);
     return this.d.spawner({
       id,
       command: [entry.binary, ...args],
-      env: { ...this.d.workerEnv, ...entry.profile.env },
+      // HF_TOKEN goes to the hub only: workers inherit the hive's environment without it, unless
+      // the profile's own env sets it.
+      env: { HF_TOKEN: undefined, ...this.d.workerEnv, ...entry.profile.env },
       logFile,
       ringLines: this.d.config.workers.log_ring_lines,
       echo: this.d.echo,
       // Output is a sign of life: it pushes the stall deadline out.
-      onOutput: () => entry.deadline?.touch(),
+      // The deadline exists while it loads: then its output is also its visible progress.
+      onOutput: (_stream, line) => {
+        if (!entry.deadline) return;
+        entry.deadline.touch();
+        this.d.progress.output(id, line);
+      },
     });
   }
 
   /** A worker that stalls (no output) or takes longer than the hard cap is stopped as load_timeout. */
-  private loadDeadline(id: string, entry: WorkerEntry): LoadDeadline {
+  loadDeadline(id: string, entry: WorkerEntry): LoadDeadline {
     const cfg = this.d.config.workers;
     return new LoadDeadline(this.d.clock, cfg.loading_stall_timeout_s * 1000, cfg.loading_max_s * 1000, (kind, waited) => {
       const why =

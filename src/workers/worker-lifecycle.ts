@@ -1,8 +1,9 @@
 /**
  * WorkerLifecycleManager: spawn → ready → running → exit, and the operator's actions.
  *
- *   spawn:  validate → profile/backend → binary → model (file:, or hf: via catalog/download)
- *           → preflight (room for the memory check) → port → launch → registry `loading`
+ *   spawn:  validate → profile/backend → binary → worker id → where the model is and its footprint
+ *           (no download) → memory admission (SpawnAdmission) → model (catalog, file:, or the hf:
+ *           download it starts or joins) → port → launch → registry `loading`
  *   launch: worker-launcher.ts (argv, log, supervised process, load deadline)
  *   ready:  readiness.ts (callback then /health, or polling for http profiles)
  *   exit:   exit-handler.ts (forensics, then restart / port-conflict relaunch / crash_loop / gone)
@@ -29,10 +30,11 @@ import {
 import { WorkerReadiness, type CallbackAccess } from "./readiness.ts";
 import { newWorkerRecord, unknownWorker, type WorkerSnapshot } from "./registry.ts";
 import { newRestartHistory } from "./restart.ts";
-import type { Heartbeat, ReadyCallback, SpawnRequest, SpawnResponse } from "./schemas.ts";
+import type { Heartbeat, ReadyCallback, SpawnRequest, SpawnResponse, WorkerExit, WorkerInfo } from "./schemas.ts";
 import { advertisedUrl, localUrl } from "./worker-health.ts";
 import { resolveWorkerBinary } from "./worker-binary.ts";
 import { WorkerLauncher } from "./worker-launcher.ts";
+import { ShutdownTally, WorkerSurvival, type AdoptedProcess } from "./survival.ts";
 
 export type { LifecycleDeps } from "./lifecycle-context.ts";
 
@@ -49,6 +51,10 @@ export class WorkerLifecycleManager {
   private readonly readiness: WorkerReadiness;
   private readonly launcher: WorkerLauncher;
   private readonly exits: ExitHandler;
+  /** Adoption, restore and the keep-workers exit (survival.ts). */
+  private readonly survival: WorkerSurvival;
+  /** How the workers ended at shutdown (the summary line). */
+  readonly shutdownTally = new ShutdownTally();
 
   constructor(private readonly d: LifecycleDeps) {
     this.readiness = new WorkerReadiness(d, this.table);
@@ -56,6 +62,12 @@ export class WorkerLifecycleManager {
     this.launcher = new WorkerLauncher(d, {
       onExit: (id, entry, child, exit) => this.exits.handleExit(id, entry, child, exit),
       onStarted: (id, entry) => this.readiness.watchStarted(id, entry),
+    });
+    this.survival = new WorkerSurvival(d, this.table, {
+      launcher: this.launcher,
+      exits: this.exits,
+      readiness: this.readiness,
+      failBeforeStart: (id, entry, message) => this.failBeforeStart(id, entry, message),
     });
   }
 
@@ -65,41 +77,51 @@ export class WorkerLifecycleManager {
 
   // ---------------------------------------------------------------- spawn
 
-  /** Answers at once with state `loading`; the process starts now, or when its model has downloaded. */
+  /**
+   * Answers at once with state `loading`; the process starts now, or when its model has downloaded.
+   * The worker's memory is admitted first (its id made for it), before any download begins.
+   */
   async spawn(req: SpawnRequest): Promise<SpawnResponse> {
     if (this.table.shuttingDown) throw new HiveError(503, "SHUTTING_DOWN", "the hive is shutting down");
     const ref = this.d.models.validate(req.model_ref); // parsed once, here
     const modelRef = ref.modelRef; // canonical spelling
     const plan = this.plan(req);
-    const model = await this.d.models.resolve(ref, { revision: req.revision });
-    this.preflight(req);
-
     const id = `worker-${randomUUID()}`;
-    const port = this.d.ports.allocate(undefined, plan.binary);
-    const url = advertisedUrl(this.d.config.workers.host, port);
-    const record = newWorkerRecord({
-      id, url, model_ref: modelRef, backend: plan.backend, device: req.device, port, profile: plan.profileName,
-      phase: model.kind === "downloading" ? "downloading" : "spawning",
-      now: this.d.clock.now(),
-    });
-    const entry = newWorkerEntry(plan.profileName, plan.profile, plan.binary);
-    this.table.entries.set(id, entry);
-    this.d.registry.add(record);
+    const located = await this.d.models.locate(ref, { revision: req.revision });
+    const need = await this.d.admission.estimate(located.footprint, req.context);
+    const force = req.force === true;
+    await this.d.admission.admit({ workerId: id, backend: plan.backend, device: req.device, need, force });
 
-    if (model.kind === "local") {
-      try {
-        this.launcher.launch(id, entry, model.path);
-      } catch (e) {
-        // The caller gets the error; no record of a worker that never was.
+    const entry = newWorkerEntry(plan.profileName, plan.profile, plan.binary);
+    entry.memory = { need, force };
+    let port: number | null = null;
+    try {
+      if (this.table.shuttingDown) throw new HiveError(503, "SHUTTING_DOWN", "the hive is shutting down");
+      const model: ResolvedModel = located.local !== null ? { kind: "local", path: located.local } : await this.d.models.resolve(ref, { revision: req.revision });
+      port = this.d.ports.allocate(undefined, plan.binary);
+      const url = advertisedUrl(this.d.config.workers.host, port);
+      const record = newWorkerRecord({
+        id, url, model_ref: modelRef, backend: plan.backend, device: req.device, port, profile: plan.profileName,
+        phase: model.kind === "downloading" ? "downloading" : "spawning",
+        now: this.d.clock.now(),
+        memory_estimate_bytes: need.total_bytes,
+        keep_alive_s: req.keep_alive_s ?? null,
+      });
+      this.table.entries.set(id, entry);
+      this.d.registry.add(record);
+      if (model.kind === "local") this.launcher.launch(id, entry, model.path);
+      else this.launchAfterDownload(id, entry, modelRef, model);
+      return { worker_id: id, url, state: "loading" };
+    } catch (e) {
+      // The caller gets the error; no record of a worker that never was, no memory held for it.
+      this.d.admission.release(id);
+      if (this.table.entries.get(id) === entry) {
         this.table.entries.delete(id);
-        releasePort(this.d.ports, entry, port);
         this.d.registry.discard(id);
-        throw e;
       }
-    } else {
-      this.launchAfterDownload(id, entry, modelRef, model);
+      if (port !== null) releasePort(this.d.ports, entry, port);
+      throw e;
     }
-    return { worker_id: id, url, state: "loading" };
   }
 
   /** The cheap checks, before any hub traffic: backend, device, profile, and the binary it runs. */
@@ -125,17 +147,13 @@ export class WorkerLifecycleManager {
     return { backend, profileName, profile, binary };
   }
 
-  /**
-   * Room for the "know the host" issue: memory/VRAM reservation happens here, before any process
-   * starts, and answers 507 with the numbers. Nothing is checked yet.
-   */
-  private preflight(_req: SpawnRequest): void {}
-
   private launchAfterDownload(id: string, entry: WorkerEntry, modelRef: string, model: ResolvedModel & { kind: "downloading" }): void {
     this.d.registry.update(id, { download_id: model.downloadId });
     this.d.bus.publish("downloading", { worker_id: id, model_ref: modelRef, download_id: model.downloadId });
+    const unfollow = this.d.progress.followDownload(id, model.downloadId);
     model.done.then(
       (path) => {
+        unfollow();
         if (!this.table.mayContinue(id, entry)) return;
         try {
           this.launcher.launch(id, entry, path);
@@ -144,6 +162,7 @@ export class WorkerLifecycleManager {
         }
       },
       (e) => {
+        unfollow();
         if (this.table.entries.get(id) === entry) this.failBeforeStart(id, entry, `model download failed: ${errorMessage(e)}`);
       },
     );
@@ -156,6 +175,7 @@ export class WorkerLifecycleManager {
     this.d.bus.publish("spawn_failed", { worker_id: id, message });
     this.d.logger.warn("worker could not start", { worker_id: id, err: message });
     releasePort(this.d.ports, entry, w.port);
+    this.d.admission.release(id);
     this.table.entries.delete(id);
     this.d.registry.retire(id);
   }
@@ -191,10 +211,50 @@ export class WorkerLifecycleManager {
     void stopChild(entry, "unhealthy", `unhealthy: ${why}`, this.graceMs);
   }
 
+  /**
+   * Idle timeout verdict: a ready worker with nothing in flight is stopped for good (group, grace,
+   * kill; never restarted) to free its memory; it leaves the list once its process is gone.
+   */
+  stopIdle(id: string, idleMs: number, timeoutS: number): void {
+    const entry = this.table.entries.get(id);
+    const w = this.d.registry.live(id);
+    if (!entry?.child || !w || entry.stopReason || entry.stopRequested || this.table.shuttingDown) return;
+    // Checked again in the same turn that stops it: a request that started meanwhile keeps it.
+    if (w.state !== "idle" || w.phase !== "running" || this.d.activity.inFlight(id) > 0) return;
+    entry.stopRequested = true;
+    cancelRestartTimer(this.d.clock, entry);
+    const idleS = Math.round(idleMs / 100) / 10;
+    this.d.registry.update(id, { phase: "stopping" });
+    this.d.bus.publish("idle_stopped", { worker_id: id, idle_s: idleS, timeout_s: timeoutS });
+    this.d.logger.info("worker idle; stopping it", { worker_id: id, idle_s: idleS, timeout_s: timeoutS });
+    void stopChild(entry, "idle", `idle for ${idleS} s (idle timeout ${timeoutS} s); stopped to free its memory`, this.graceMs);
+  }
+
+  /**
+   * Wait (up to [workers] drain_timeout_s) for the requests in flight on a worker that is being
+   * stopped or restarted; it takes no new ones meanwhile (its phase says so, its queue is refused).
+   */
+  private async drain(id: string): Promise<void> {
+    const inFlight = this.d.activity.inFlight(id);
+    const drained = await this.d.activity.drain(id, this.d.config.workers.drain_timeout_s * 1000);
+    if (!drained) {
+      this.d.logger.warn("drain timeout: stopping the worker with requests in flight", {
+        worker_id: id,
+        in_flight: this.d.activity.inFlight(id),
+        drain_timeout_s: this.d.config.workers.drain_timeout_s,
+      });
+    } else if (inFlight > 0) {
+      this.d.logger.info("worker drained", { worker_id: id, requests: inFlight });
+    }
+  }
+
   // ---------------------------------------------------------------- operator actions
 
-  /** Graceful stop; resolves when the process is gone. Never restarted afterwards. */
-  async stop(id: string, graceMs = this.graceMs): Promise<WorkerSnapshot> {
+  /**
+   * Graceful stop; resolves when the process is gone. Never restarted afterwards. Requests in
+   * flight are waited for first (`drain`, default true; bounded by [workers] drain_timeout_s).
+   */
+  async stop(id: string, graceMs = this.graceMs, opts: { drain?: boolean } = {}): Promise<WorkerSnapshot> {
     const entry = this.table.entries.get(id);
     const w = this.d.registry.get(id);
     if (!w) throw unknownWorker(id);
@@ -203,6 +263,7 @@ export class WorkerLifecycleManager {
     cancelRestartTimer(this.d.clock, entry);
     if (entry.child) {
       this.d.registry.update(id, { phase: "stopping" });
+      if (opts.drain !== false) await this.drain(id);
       await stopChild(entry, "stopped", null, graceMs);
     } else {
       this.exits.finish(id, "stopped"); // crash_loop, waiting to restart, or still downloading
@@ -210,12 +271,28 @@ export class WorkerLifecycleManager {
     return this.d.registry.get(id) ?? w;
   }
 
-  /** `POST /v1/workers/{id}/restart`: retry a crash-looping worker now, or restart a running one. */
-  async restart(id: string): Promise<WorkerSnapshot> {
+  /**
+   * `POST /v1/workers/{id}/restart`: retry a crash-looping worker now, or restart a running one
+   * (after its requests in flight, unless `drain` is false).
+   */
+  async restart(id: string, opts: { drain?: boolean } = {}): Promise<WorkerSnapshot> {
     const entry = this.table.entries.get(id);
     const w = this.d.registry.live(id);
     if (!w || !entry) throw notFound("WORKER_NOT_FOUND", `no live worker ${id}; spawn a new one`);
     if (!entry.modelPath) throw new HiveError(409, "WORKER_NOT_STARTED", `worker ${id} has not started yet (phase ${w.phase})`);
+    if (entry.memory && !this.d.admission.holds(id)) {
+      // A crash loop gave its memory back: it must fit again (same id, same estimate).
+      await this.d.admission.admit({ workerId: id, backend: w.backend, device: w.device, need: entry.memory.need, force: entry.memory.force });
+      if (!this.table.mayContinue(id, entry)) {
+        this.d.admission.release(id);
+        throw notFound("WORKER_NOT_FOUND", `worker ${id} was stopped meanwhile`);
+      }
+    }
+    if (opts.drain !== false && entry.child && w.state !== "loading") {
+      this.d.registry.update(id, { phase: "restarting" }); // takes no new requests meanwhile
+      await this.drain(id);
+      if (this.table.entries.get(id) !== entry) return this.d.registry.get(id) ?? w; // stopped meanwhile
+    }
     cancelRestartTimer(this.d.clock, entry);
     entry.history = newRestartHistory(); // an operator's retry starts from a clean slate
     entry.portConflicts = 0;
@@ -226,6 +303,7 @@ export class WorkerLifecycleManager {
       // Detach first so the exit handler does not retire it, then stop and relaunch.
       entry.child = null;
       endLoading(entry);
+      this.d.activity.ended(id);
       await child.stop(this.graceMs);
       releasePort(this.d.ports, entry, w.port, true);
       this.d.registry.recordExit(id, exitRecord({ ...entry, state: w.state }, child.exit!, child.tail(STDERR_TAIL_LINES, "stderr")));
@@ -256,12 +334,38 @@ export class WorkerLifecycleManager {
   /** Shutdown: no more spawns or restarts; every worker stopped in parallel. */
   async stopAll(graceMs: number): Promise<void> {
     this.beginShutdown();
-    await Promise.all([...this.table.entries.keys()].map((id) => this.stop(id, graceMs).catch(() => {})));
+    this.shutdownTally.stopping(this.table.entries.values());
+    await Promise.all([...this.table.entries.keys()].map((id) => this.stop(id, graceMs, { drain: false }).catch(() => {})));
   }
 
   /** Last resort (second signal, shutdown bound exceeded): SIGKILL every worker group now. */
   killAll(): void {
     this.table.shuttingDown = true;
+    this.shutdownTally.forcing(this.table.entries.values());
     for (const e of this.table.entries.values()) e.child?.signal("SIGKILL");
+  }
+
+  // ---------------------------------------------------------------- surviving a restart (adoption.ts)
+
+  /** Take over a worker process a previous hive left running (same id, url, port, state, counters). */
+  adopt(record: WorkerInfo, proc: AdoptedProcess): void {
+    this.survival.adopt(record, proc);
+  }
+
+  /** A saved worker without a process continues: after its model (download) or parked in crash_loop. */
+  restore(record: WorkerInfo, model: Promise<string> | "parked"): void {
+    this.survival.restore(record, model);
+  }
+
+  /** A saved worker whose process is gone: its final record only. */
+  reportGone(record: WorkerInfo, exit: WorkerExit): void {
+    this.survival.reportGone(record, exit);
+  }
+
+  /** keep_workers_on_exit: leave every worker running and saved for the next hive; no more spawns. */
+  detachAll(): void {
+    const kept = this.survival.detachAll();
+    this.shutdownTally.total += kept;
+    this.shutdownTally.kept += kept;
   }
 }

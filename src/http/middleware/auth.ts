@@ -32,7 +32,8 @@ export interface AuthOptions {
   onAuthEvent?: (event: AuthEvent) => void;
 }
 
-export const PUBLIC_PATHS = new Set(["/v1/health", "/metrics", "/openapi", "/openapi/json"]);
+/** The status page's files are public too (src/http/status-page.ts): the page itself asks for the token. */
+export const PUBLIC_PATHS = new Set(["/v1/health", "/metrics", "/openapi", "/openapi/json", "/", "/ui/app.js", "/ui/app.css"]);
 export const CALLBACK_PATHS = new Set(["/v1/workers/ready", "/v1/heartbeat", "/v1/workers/ready/v1/heartbeat"]);
 /** A callback body is a handful of fields; anything larger is not a worker talking. */
 const MAX_CALLBACK_BODY_BYTES = 16 * 1024;

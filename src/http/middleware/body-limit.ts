@@ -8,8 +8,8 @@ import { jsonError } from "../errors.ts";
 import { declaredLength, pathOf, readBounded } from "../request-path.ts";
 
 export interface BodyLimitOptions {
-  /** The limit for a path (routes that stream large bodies have their own). */
-  limitFor: (path: string) => number;
+  /** The limit for a path; null for routes that stream their body and enforce their own limit. */
+  limitFor: (path: string) => number | null;
 }
 
 const tooLarge = (limit: number, size?: number) =>
@@ -17,8 +17,9 @@ const tooLarge = (limit: number, size?: number) =>
 
 export const bodyLimitPlugin = (opts: BodyLimitOptions) =>
   new Elysia({ name: "hive.body-limit" }).onRequest(async ({ request }) => {
-    if (!request.body) return;
     const limit = opts.limitFor(pathOf(request));
+    if (limit === null) return; // never read ahead: the route streams the body and counts it
+    if (!request.body) return;
     const declared = declaredLength(request);
     if (declared !== undefined) return declared > limit ? tooLarge(limit, declared) : undefined;
     if ((await readBounded(request, limit)) === null) return tooLarge(limit);

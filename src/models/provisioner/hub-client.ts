@@ -205,6 +205,47 @@ export class HubClient {
     throw new TransientError(`more than ${MAX_REDIRECTS} redirects`);
   }
 
+  /**
+   * A fetch for readers of one hub file outside the download path (the GGUF header reader's range
+   * requests, config.json): only its Range header is taken from the caller; redirects are followed
+   * by hand so the token goes to the hub's origin only; transient failures are retried and hub
+   * errors mapped like every other request (gated → MODEL_GATED, …).
+   */
+  fileFetcher(ctx: RequestContext, signal?: AbortSignal): typeof fetch {
+    const get = (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+      const range = new Headers(init?.headers).get("range");
+      const start = input instanceof Request ? input.url : String(input);
+      return withRetry(
+        `GET ${ctx.repo}/${ctx.path ?? ""}`,
+        async () => {
+          let url = start;
+          for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+            const headers = this.headersFor(url);
+            if (range) headers.set("range", range);
+            headers.set("accept-encoding", "identity");
+            const res = await this.fetchFn(url, { method: "GET", redirect: "manual", headers, signal: this.apiSignal(signal) });
+            if (res.status >= 300 && res.status < 400) {
+              const loc = res.headers.get("location");
+              await res.body?.cancel().catch(() => {});
+              if (!loc) throw new TransientError(`redirect ${res.status} without Location`, undefined, res.status);
+              url = new URL(loc, url).toString();
+              continue;
+            }
+            if (res.status >= 400) {
+              await res.body?.cancel().catch(() => {});
+              throw this.errorFor(res, ctx);
+            }
+            return res;
+          }
+          throw new TransientError(`more than ${MAX_REDIRECTS} redirects`);
+        },
+        this.policy,
+        signal,
+      );
+    };
+    return get as typeof fetch;
+  }
+
   /** Headers for a request to `url`: the token only on the hub origin. */
   headersFor(url: string): Headers {
     const h = new Headers({ "user-agent": USER_AGENT });

@@ -6,6 +6,7 @@
  *   provision(plan) disk check, reuse/verify blobs already in the cache, download the rest
  *                   (blob-fetcher.ts, blob/), link the snapshot, write refs/<revision>; returns
  *                   what `ModelCatalog.register` takes
+ *   footprint(plan) what the model is made of before any download (GGUF header by range requests)
  *   registerLocal   describe a `file:` model (no network), only under modelsDir / allowedRoots
  *                   (local-model.ts: async, bounded walk)
  *
@@ -26,6 +27,8 @@ import { HubClient } from "./hub-client.ts";
 import { DEFAULT_WALK_LIMITS, describeLocalModel, nodeWalkFs, type LocalModelOptions } from "./local-model.ts";
 import { tuningOf, type ProvisionerOptions } from "./options.ts";
 import { buildPlan, listRevision, type ModelPlan } from "./plan.ts";
+import { planFootprint } from "./plan-footprint.ts";
+import type { ModelFootprint } from "../../shared/model-source.ts";
 import { ProvisionRun, type ProvisionProgress, type ProvisionStats } from "./provision-run.ts";
 import { abortError } from "./retry.ts";
 
@@ -104,6 +107,15 @@ export class Provisioner {
     const cache = new HfCacheRepo(this.modelsDir, ref.repo);
     const listing = await listRevision(this.client, cache, revision, opts.signal, this.logger);
     return buildPlan(ref, revision, cache, listing, this.quantPreference);
+  }
+
+  /**
+   * What a planned model is made of, before any download (plan-footprint.ts): the GGUF header(s)
+   * by range requests, or a safetensors config.json. Errors: the hub's (403, 404, 502) and
+   * 400 INVALID_GGUF.
+   */
+  footprint(plan: ModelPlan, opts: { signal?: AbortSignal } = {}): Promise<ModelFootprint> {
+    return planFootprint(plan, this.client, opts.signal);
   }
 
   /**

@@ -136,6 +136,8 @@ export function openPartial(
 /** Saves the part progress, at most every `flushIntervalMs` unless forced; a failed save is logged. */
 export class StateSaver {
   private lastSave = performance.now();
+  /** A save deferred by the interval: a burst followed by silence (a stall) is still saved. */
+  private trailing: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     private readonly path: string,
@@ -145,14 +147,34 @@ export class StateSaver {
     private readonly what: string,
   ) {}
 
+  private closed = false;
+
   save(force = false): void {
+    if (this.closed) return;
     const now = performance.now();
-    if (!force && now - this.lastSave < this.flushIntervalMs) return;
+    if (!force && now - this.lastSave < this.flushIntervalMs) {
+      // Without this, the state of data that arrived in one burst before a stall stays unsaved
+      // until more data comes: a SIGKILL then would download it all again.
+      if (!this.trailing) {
+        this.trailing = setTimeout(() => this.save(true), this.flushIntervalMs - (now - this.lastSave));
+        (this.trailing as { unref?: () => void }).unref?.();
+      }
+      return;
+    }
+    if (this.trailing) clearTimeout(this.trailing);
+    this.trailing = null;
     this.lastSave = now;
     try {
       saveState(this.path, this.state);
     } catch (e) {
       this.logger.warn("could not save download state", { file: this.what, error: errorMessage(e) });
     }
+  }
+
+  /** No more saves, a deferred one included: the blob is complete (or purged) and its state file goes. */
+  close(): void {
+    this.closed = true;
+    if (this.trailing) clearTimeout(this.trailing);
+    this.trailing = null;
   }
 }

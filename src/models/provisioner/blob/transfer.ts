@@ -316,6 +316,7 @@ class BlobTransfer {
       streams: this.streams.length,
       retries: this.result.retries,
     });
+    this.saver.close();
     try {
       unlinkSync(cache.partialStatePath(file.etag));
     } catch {
@@ -328,6 +329,7 @@ class BlobTransfer {
     await this.hasher.idle();
     if (this.fd < 0) return;
     this.saver.save(true);
+    this.saver.close();
     await this.sync.idle();
     this.closeFd();
   }

@@ -1,0 +1,91 @@
+/**
+ * The hive's own state that must survive a restart (`<data_dir>/state.db`): its workers and its
+ * unfinished downloads. Kept apart from the model catalog (models.db) on purpose: the catalog is
+ * an index of files that can be rebuilt from disk; this is what only the running hive knew.
+ *
+ * WAL with synchronous=NORMAL: every write is durable against a crash of the hive (SIGKILL, OOM)
+ * at once, and against power loss from the next checkpoint; one write costs tens of µs.
+ * The file is locked (`locking_mode = EXCLUSIVE`) while the hive runs: a second hive on the same
+ * data dir would otherwise take the first one's workers for leftovers; it refuses to start instead.
+ * The kernel drops the lock when the process dies, however it dies.
+ * A file that is not a database or fails `PRAGMA quick_check` is moved aside to
+ * `state.db.corrupt-<unix ms>` and the hive starts with no saved state (one warn line): losing the
+ * saved state costs adoption, refusing to start would cost the host.
+ */
+import { Database, SQLiteError } from "bun:sqlite";
+import { existsSync, renameSync, rmSync } from "node:fs";
+import type { Logger } from "./logger.ts";
+
+const DAMAGE_CODES = new Set(["SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CORRUPT_INDEX", "SQLITE_CORRUPT_SEQUENCE", "SQLITE_CORRUPT_VTAB"]);
+
+/** Each area brings its tables as idempotent DDL (CREATE TABLE IF NOT EXISTS …). */
+export type StateSchema = string;
+
+export interface StateDb {
+  readonly db: Database;
+  readonly path: string;
+  close(): void;
+}
+
+/** Thrown when another hive holds the state file. */
+export class StateInUseError extends Error {}
+
+export function openStateDb(path: string, schemas: StateSchema[], logger: Logger, now: () => number = Date.now): StateDb {
+  let damage: string | null;
+  try {
+    damage = findDamage(path);
+  } catch (e) {
+    throw isBusy(e) ? inUse(path) : e;
+  }
+  if (damage !== null) {
+    const movedTo = `${path}.corrupt-${now()}`;
+    for (const suffix of ["-wal", "-shm", ""]) {
+      if (existsSync(path + suffix)) renameSync(path + suffix, movedTo + suffix);
+      else rmSync(path + suffix, { force: true });
+    }
+    logger.warn(`hive state ${path} is damaged; moved it to ${movedTo} and started without saved workers and downloads`, { damage });
+  }
+  const db = new Database(path, { create: true, strict: true });
+  try {
+    db.exec("PRAGMA locking_mode = EXCLUSIVE");
+    db.exec("PRAGMA journal_mode = WAL");
+    db.exec("PRAGMA synchronous = NORMAL");
+    // A write takes the exclusive lock now, not at the first worker change.
+    db.exec("BEGIN IMMEDIATE");
+    for (const ddl of schemas) db.exec(ddl);
+    db.exec("COMMIT");
+  } catch (e) {
+    db.close(false);
+    throw isBusy(e) ? inUse(path) : e;
+  }
+  let closed = false;
+  return {
+    db,
+    path,
+    close() {
+      if (closed) return;
+      closed = true;
+      db.close(false);
+    },
+  };
+}
+
+const isBusy = (e: unknown) => e instanceof SQLiteError && String(e.code).startsWith("SQLITE_BUSY");
+
+const inUse = (path: string) => new StateInUseError(`${path} is in use by another rbee-hive on the same data dir`);
+
+function findDamage(path: string): string | null {
+  if (!existsSync(path)) return null;
+  let db: Database | undefined;
+  try {
+    db = new Database(path, { readonly: true, strict: true });
+    const rows = db.query("PRAGMA quick_check").all() as Array<{ quick_check: string }>;
+    if (rows.length === 1 && rows[0]!.quick_check === "ok") return null;
+    return rows.map((r) => r.quick_check).join("; ").slice(0, 500);
+  } catch (e) {
+    if (e instanceof SQLiteError && DAMAGE_CODES.has(String(e.code))) return `${e.code}: ${e.message}`;
+    throw e;
+  } finally {
+    db?.close(false);
+  }
+}
