@@ -13,10 +13,8 @@
  * saved state costs adoption, refusing to start would cost the host.
  */
 import { Database, SQLiteError } from "bun:sqlite";
-import { existsSync, renameSync, rmSync } from "node:fs";
 import type { Logger } from "./logger.ts";
-
-const DAMAGE_CODES = new Set(["SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CORRUPT_INDEX", "SQLITE_CORRUPT_SEQUENCE", "SQLITE_CORRUPT_VTAB"]);
+import { findDamage, moveAside } from "./sqlite-damage.ts";
 
 /** Each area brings its tables as idempotent DDL (CREATE TABLE IF NOT EXISTS …). */
 export type StateSchema = string;
@@ -38,11 +36,7 @@ export function openStateDb(path: string, schemas: StateSchema[], logger: Logger
     throw isBusy(e) ? inUse(path) : e;
   }
   if (damage !== null) {
-    const movedTo = `${path}.corrupt-${now()}`;
-    for (const suffix of ["-wal", "-shm", ""]) {
-      if (existsSync(path + suffix)) renameSync(path + suffix, movedTo + suffix);
-      else rmSync(path + suffix, { force: true });
-    }
+    const movedTo = moveAside(path, now());
     logger.warn(`hive state ${path} is damaged; moved it to ${movedTo} and started without saved workers and downloads`, { damage });
   }
   const db = new Database(path, { create: true, strict: true });
@@ -73,19 +67,3 @@ export function openStateDb(path: string, schemas: StateSchema[], logger: Logger
 const isBusy = (e: unknown) => e instanceof SQLiteError && String(e.code).startsWith("SQLITE_BUSY");
 
 const inUse = (path: string) => new StateInUseError(`${path} is in use by another rbee-hive on the same data dir`);
-
-function findDamage(path: string): string | null {
-  if (!existsSync(path)) return null;
-  let db: Database | undefined;
-  try {
-    db = new Database(path, { readonly: true, strict: true });
-    const rows = db.query("PRAGMA quick_check").all() as Array<{ quick_check: string }>;
-    if (rows.length === 1 && rows[0]!.quick_check === "ok") return null;
-    return rows.map((r) => r.quick_check).join("; ").slice(0, 500);
-  } catch (e) {
-    if (e instanceof SQLiteError && DAMAGE_CODES.has(String(e.code))) return `${e.code}: ${e.message}`;
-    throw e;
-  } finally {
-    db?.close(false);
-  }
-}

@@ -5,15 +5,12 @@
  * keep the hive from serving, and the operator keeps the old file to look at. Any other failure to
  * open (permissions, I/O) is thrown to the caller, which refuses to start.
  */
-import { Database, SQLiteError } from "bun:sqlite";
-import { existsSync, renameSync, rmSync } from "node:fs";
 import type { Clock } from "../../shared/clock.ts";
 import { systemClock } from "../../shared/clock.ts";
 import type { Logger } from "../../shared/logger.ts";
+import { existingSuffixes, findDamage, moveAside } from "../../shared/sqlite-damage.ts";
 import { ModelCatalog } from "./catalog.ts";
 
-/** SQLite's answers for a file whose content is damaged (not for a file it cannot open). */
-const DAMAGE_CODES = new Set(["SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CORRUPT_INDEX", "SQLITE_CORRUPT_SEQUENCE", "SQLITE_CORRUPT_VTAB"]);
 
 export interface OpenCatalogOptions {
   path: string;
@@ -33,16 +30,10 @@ export interface OpenedCatalog {
 
 export function openCatalog(o: OpenCatalogOptions): OpenedCatalog {
   const clock = o.clock ?? systemClock;
-  const existed = ["-wal", "-shm", ""].filter((suffix) => existsSync(o.path + suffix));
+  const existed = existingSuffixes(o.path);
   const damage = findDamage(o.path);
   if (damage === null) return { catalog: new ModelCatalog({ path: o.path, clock, logger: o.logger }), movedTo: null };
-  const movedTo = `${o.path}.corrupt-${clock.now()}`;
-  // The -wal and -shm go too: a fresh file must never replay the old write-ahead log. Those the
-  // read-only check itself created are empty and simply removed.
-  for (const suffix of ["-wal", "-shm", ""]) {
-    if (existed.includes(suffix)) renameSync(o.path + suffix, movedTo + suffix);
-    else rmSync(o.path + suffix, { force: true });
-  }
+  const movedTo = moveAside(o.path, clock.now(), existed);
   const catalog = new ModelCatalog({ path: o.path, clock, logger: o.logger });
   const rebuilt = o.rebuild(catalog);
   o.logger.warn(`model catalog ${o.path} is damaged; moved it to ${movedTo} and rebuilt the catalog from ${o.modelsDir}`, {
@@ -50,22 +41,4 @@ export function openCatalog(o: OpenCatalogOptions): OpenedCatalog {
     rebuilt,
   });
   return { catalog, movedTo };
-}
-
-/** null when the file is absent or passes `PRAGMA quick_check`; else what SQLite found. */
-function findDamage(path: string): string | null {
-  if (!existsSync(path)) return null;
-  let db: Database | undefined;
-  try {
-    // Read-only: the check must not checkpoint a WAL into a damaged file, nor delete the WAL.
-    db = new Database(path, { readonly: true, strict: true });
-    const rows = db.query("PRAGMA quick_check").all() as Array<{ quick_check: string }>;
-    if (rows.length === 1 && rows[0]!.quick_check === "ok") return null;
-    return rows.map((r) => r.quick_check).join("; ").slice(0, 500);
-  } catch (e) {
-    if (e instanceof SQLiteError && DAMAGE_CODES.has(String(e.code))) return `${e.code}: ${e.message}`;
-    throw e;
-  } finally {
-    db?.close(false);
-  }
 }
