@@ -25,16 +25,16 @@
  *
  * Imports nothing outside src/shared (plus node builtins) so any layer can use it.
  */
-import { accessSync, closeSync, constants as fsConstants, fstatSync, mkdirSync, openSync, statSync } from "node:fs";
-import { constants as osConstants } from "node:os";
-import { dirname, resolve as resolvePath } from "node:path";
-import { AppendLog, LineRing, pumpLines, type OutputStream } from "./child-output.ts";
+import { LineRing, type OutputStream } from "./child-output.ts";
+import { fileOutput, lineFanOut, pipeOutput, skipNotice, type ChildProcess, type OutputChannel } from "./child-channels.ts";
 import { HiveError, errorMessage } from "./errors.ts";
 import { watchExit } from "./exit-watch.ts";
 import { groupGuardian } from "./group-guardian.ts";
 import { followFile, lastLines, type FollowedFile } from "./log-follower.ts";
 import { parentDeathPrefix } from "./parent-death.ts";
 import { identify, readProcStat } from "./proc-stat.ts";
+import { buildEnv, requireDirectory, resolveExecutable, signalGroup, signalName, tryKill } from "./process-tools.ts";
+export { resolveExecutable } from "./process-tools.ts";
 
 export type { OutputStream };
 
@@ -133,66 +133,7 @@ export interface SupervisedChild {
 export type Spawner = (opts: SpawnOptions) => SupervisedChild;
 
 export const DEFAULT_RING_LINES = 500;
-/**
- * After the child exits we wait at most this long for EOF on its pipes. Normally EOF follows at
- * once (the group was just SIGKILLed); a descendant that escaped into its own session could keep
- * a pipe open forever, and must not delay the exit notification.
- */
-export const OUTPUT_DRAIN_MS = 200;
-
-// ---------------------------------------------------------------------------------------------
-// Helpers
-
-function isErrno(e: unknown, code: string): boolean {
-  return typeof e === "object" && e !== null && (e as { code?: unknown }).code === code;
-}
-
-/** Signal number → name ("SIGKILL"); Bun's onExit may report either form. */
-function signalName(sig: NodeJS.Signals | number | null | undefined): string | null {
-  if (sig === null || sig === undefined) return null;
-  if (typeof sig === "string") return sig;
-  for (const [name, num] of Object.entries(osConstants.signals)) if (num === sig) return name;
-  return `SIG${sig}`;
-}
-
-/**
- * Resolve command[0] to an absolute executable path, or throw WORKER_BINARY_NOT_FOUND.
- * Checked before spawning so the caller gets a clear, synchronous error instead of an ENOENT
- * from deep inside Bun.
- */
-export function resolveExecutable(cmd: string | undefined, cwd: string, PATH: string | undefined): string {
-  if (!cmd) throw new HiveError(500, "WORKER_BINARY_NOT_FOUND", "worker command is empty");
-  if (cmd.includes("/")) {
-    const abs = resolvePath(cwd, cmd);
-    let isFile = false;
-    try {
-      isFile = statSync(abs).isFile();
-    } catch {
-      throw new HiveError(500, "WORKER_BINARY_NOT_FOUND", `worker binary not found: ${abs}`, { path: abs });
-    }
-    if (!isFile) {
-      throw new HiveError(500, "WORKER_BINARY_NOT_FOUND", `worker binary is not a regular file: ${abs}`, { path: abs });
-    }
-    try {
-      accessSync(abs, fsConstants.X_OK);
-    } catch {
-      throw new HiveError(500, "WORKER_BINARY_NOT_FOUND", `worker binary is not executable: ${abs}`, { path: abs });
-    }
-    return abs;
-  }
-  const found = Bun.which(cmd, PATH === undefined ? undefined : { PATH });
-  if (!found) {
-    throw new HiveError(500, "WORKER_BINARY_NOT_FOUND", `worker binary "${cmd}" not found on PATH`, { path: cmd });
-  }
-  return found;
-}
-
-/** process.env overlaid with `extra`; undefined values removed. */
-function buildEnv(extra: Record<string, string | undefined> | undefined): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries({ ...process.env, ...extra })) if (v !== undefined) env[k] = v;
-  return env;
-}
+export { OUTPUT_DRAIN_MS } from "./child-channels.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The supervisor
@@ -323,109 +264,6 @@ export function adoptProcess(opts: AdoptOptions): SupervisedChild {
   });
 }
 
-function requireDirectory(cwd: string, id: string): void {
-  try {
-    if (!statSync(cwd).isDirectory()) throw new Error("not a directory");
-  } catch (e) {
-    throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot spawn ${id}: bad working directory ${cwd}: ${errorMessage(e)}`);
-  }
-}
-
-type ChildProcess = Bun.Subprocess<"ignore", "pipe" | number, "pipe" | number>;
-
-/** Where a child's output goes and how the supervisor reads it back. */
-interface OutputChannel {
-  /** Bun.spawn's stdout/stderr. */
-  stdio: "pipe" | number;
-  /** Called right after the spawn (or its failure, with null). */
-  started(proc: ChildProcess | null): void;
-  /** After the exit: read what is left, then release everything. */
-  drain(): Promise<void>;
-  /** Stop reading, leave the child running. */
-  detach(): void;
-}
-
-/** Pipes: two streams kept apart, lines appended to the log by us. */
-function pipeOutput(opts: SpawnOptions, ring: LineRing): OutputChannel {
-  const log = openLog(opts);
-  const onLine = lineFanOut(opts, ring, log);
-  // Flush the log after each chunk (not each line) so it is near-real-time but cheap.
-  const flushLog = () => log?.flush();
-  let pumps: { done: Promise<void>; cancel: () => void }[] = [];
-  return {
-    stdio: "pipe",
-    started(proc) {
-      if (!proc) {
-        void log?.close();
-        return;
-      }
-      pumps = [
-        pumpLines(proc.stdout as ReadableStream<Uint8Array>, (l) => onLine("stdout", l), flushLog),
-        pumpLines(proc.stderr as ReadableStream<Uint8Array>, (l) => onLine("stderr", l), flushLog),
-      ];
-    },
-    drain: () => drainPipes(pumps, log),
-    detach() {
-      for (const p of pumps) p.cancel();
-      void log?.close();
-    },
-  };
-}
-
-/** The log file as stdout and stderr: the child writes it directly, we follow it. */
-function fileOutput(opts: SpawnOptions, ring: LineRing): OutputChannel {
-  const path = opts.logFile!;
-  let fd: number;
-  let from: number;
-  try {
-    mkdirSync(dirname(path), { recursive: true });
-    fd = openSync(path, "a"); // O_APPEND: our writes and a grandchild's never overwrite each other
-    from = fstatSync(fd).size;
-  } catch (e) {
-    throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot open log file ${path} for ${opts.id}: ${errorMessage(e)}`);
-  }
-  const onLine = lineFanOut(opts, ring, undefined);
-  let follower: FollowedFile | null = null;
-  return {
-    stdio: fd,
-    started(proc) {
-      closeSync(fd); // the child holds its own copy
-      if (!proc) return;
-      try {
-        follower = followFile({ path, from, onLine: (l) => onLine("stdout", l), onSkip: skipNotice(opts) });
-      } catch {
-        follower = null; // the file vanished already: the child runs, its lines are not seen
-      }
-    },
-    async drain() {
-      follower?.close();
-    },
-    detach() {
-      follower?.close();
-    },
-  };
-}
-
-/** The echo says when a flood of output was skipped (the log file keeps it). */
-function skipNotice(opts: { id: string; echo?: (line: string) => void }): (bytes: number) => void {
-  return (bytes) => {
-    try {
-      opts.echo?.(`[${opts.id}] … ${bytes} bytes of output not shown (too fast to follow); they are in the log file`);
-    } catch {
-      /* see lineFanOut */
-    }
-  };
-}
-
-function openLog(opts: SpawnOptions): AppendLog | undefined {
-  if (!opts.logFile) return undefined;
-  try {
-    return new AppendLog(opts.logFile);
-  } catch (e) {
-    throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot open log file ${opts.logFile} for ${opts.id}: ${errorMessage(e)}`);
-  }
-}
-
 function startProcess(
   id: string,
   argv: string[],
@@ -448,71 +286,6 @@ function startProcess(
     output.started(null);
     throw new HiveError(500, "WORKER_SPAWN_FAILED", `cannot spawn ${id} (${argv[0]}): ${errorMessage(e)}`);
   }
-}
-
-function tryKill(pid: number, sig: NodeJS.Signals): boolean {
-  try {
-    process.kill(pid, sig);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Signal the whole group; ESRCH (group gone) is ignored, then `fallback` signals the leader alone
- * in case it still lives. Returns false if nothing was signalled.
- */
-function signalGroup(pgid: number, sig: NodeJS.Signals, fallback: () => boolean): boolean {
-  try {
-    process.kill(-pgid, sig);
-    return true;
-  } catch (e) {
-    if (!isErrno(e, "ESRCH")) return false;
-    try {
-      return fallback();
-    } catch {
-      return false;
-    }
-  }
-}
-
-/** Each output line goes to the ring, the log, the echo and onOutput; a failing echo or callback is ignored. */
-function lineFanOut(
-  opts: { id: string; echo?: (line: string) => void; onOutput?: (stream: OutputStream, line: string) => void },
-  ring: LineRing,
-  log: AppendLog | undefined,
-): (stream: OutputStream, line: string) => void {
-  return (stream, line) => {
-    ring.push({ stream, line });
-    log?.write(line);
-    if (opts.echo) {
-      try {
-        opts.echo(`[${opts.id}] ${line}`);
-      } catch {
-        /* a broken echo target must not stop the pump */
-      }
-    }
-    if (opts.onOutput) {
-      try {
-        opts.onOutput(stream, line);
-      } catch {
-        /* same */
-      }
-    }
-  };
-}
-
-/** Wait for EOF on both pipes (at most OUTPUT_DRAIN_MS, then give up on them), then close the log. */
-async function drainPipes(pumps: { done: Promise<void>; cancel: () => void }[], log: AppendLog | undefined): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const drained = await Promise.race([
-    Promise.all(pumps.map((p) => p.done)).then(() => true),
-    new Promise<false>((r) => (timer = setTimeout(() => r(false), OUTPUT_DRAIN_MS))),
-  ]);
-  clearTimeout(timer);
-  if (!drained) for (const p of pumps) p.cancel();
-  await log?.close();
 }
 
 function childHandle(c: {
