@@ -176,31 +176,42 @@ export class HubClient {
     range: { start: number; end: number } | null,
     signal: AbortSignal,
   ): Promise<OpenedFile> {
-    let url = this.fileUrl(repo, revision, path);
+    const rangeHeader = range ? `bytes=${range.start}-${range.end}` : null;
+    const { res, url, hub } = await this.getFollowingRedirects(this.fileUrl(repo, revision, path), rangeHeader, signal);
+    if (res.status >= 400) {
+      await res.body?.cancel().catch(() => {});
+      if (!this.isHubOrigin(url) && res.status !== 416 && res.status < 500 && res.status !== 429) {
+        // A CDN refusing a (possibly expired) signed URL: go through the hub again.
+        throw new TransientError(`file host answered ${res.status}`, undefined, res.status);
+      }
+      throw this.errorFor(res, { repo, revision, path });
+    }
+    return { response: res, hub: hub ?? hubHeaders(res), url };
+  }
+
+  /**
+   * GET `url`, following redirects by hand so the token goes to the hub's origin only (headersFor).
+   * Returns the first answer that is not a redirect, the URL it came from, and the hub's file
+   * headers from the first answer of the hub itself (the CDN's do not carry them).
+   */
+  private async getFollowingRedirects(
+    start: string,
+    range: string | null,
+    signal: AbortSignal | undefined,
+  ): Promise<{ res: Response; url: string; hub: HubFileHeaders | null }> {
+    let url = start;
     let hub: HubFileHeaders | null = null;
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
       const headers = this.headersFor(url);
-      if (range) headers.set("range", `bytes=${range.start}-${range.end}`);
+      if (range) headers.set("range", range);
       headers.set("accept-encoding", "identity");
       const res = await this.fetchFn(url, { method: "GET", redirect: "manual", headers, signal });
-      const onHub = this.isHubOrigin(url);
-      if (onHub && hub === null) hub = hubHeaders(res);
-      if (res.status >= 300 && res.status < 400 && res.status !== 304) {
-        const loc = res.headers.get("location");
-        await res.body?.cancel().catch(() => {});
-        if (!loc) throw new TransientError(`redirect ${res.status} without Location`, undefined, res.status);
-        url = new URL(loc, url).toString();
-        continue;
-      }
-      if (res.status >= 400) {
-        await res.body?.cancel().catch(() => {});
-        if (!onHub && res.status !== 416 && res.status < 500 && res.status !== 429) {
-          // A CDN refusing a (possibly expired) signed URL: go through the hub again.
-          throw new TransientError(`file host answered ${res.status}`, undefined, res.status);
-        }
-        throw this.errorFor(res, { repo, revision, path });
-      }
-      return { response: res, hub: hub ?? hubHeaders(res), url };
+      if (hub === null && this.isHubOrigin(url)) hub = hubHeaders(res);
+      if (res.status < 300 || res.status >= 400 || res.status === 304) return { res, url, hub };
+      const loc = res.headers.get("location");
+      await res.body?.cancel().catch(() => {});
+      if (!loc) throw new TransientError(`redirect ${res.status} without Location`, undefined, res.status);
+      url = new URL(loc, url).toString();
     }
     throw new TransientError(`more than ${MAX_REDIRECTS} redirects`);
   }
@@ -218,26 +229,12 @@ export class HubClient {
       return withRetry(
         `GET ${ctx.repo}/${ctx.path ?? ""}`,
         async () => {
-          let url = start;
-          for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
-            const headers = this.headersFor(url);
-            if (range) headers.set("range", range);
-            headers.set("accept-encoding", "identity");
-            const res = await this.fetchFn(url, { method: "GET", redirect: "manual", headers, signal: this.apiSignal(signal) });
-            if (res.status >= 300 && res.status < 400) {
-              const loc = res.headers.get("location");
-              await res.body?.cancel().catch(() => {});
-              if (!loc) throw new TransientError(`redirect ${res.status} without Location`, undefined, res.status);
-              url = new URL(loc, url).toString();
-              continue;
-            }
-            if (res.status >= 400) {
-              await res.body?.cancel().catch(() => {});
-              throw this.errorFor(res, ctx);
-            }
-            return res;
+          const { res } = await this.getFollowingRedirects(start, range, this.apiSignal(signal));
+          if (res.status >= 400) {
+            await res.body?.cancel().catch(() => {});
+            throw this.errorFor(res, ctx);
           }
-          throw new TransientError(`more than ${MAX_REDIRECTS} redirects`);
+          return res;
         },
         this.policy,
         signal,
