@@ -1,10 +1,14 @@
 /**
  * The status page's files, embedded as text so they ship inside the compiled binary (no files to
- * install, no network): the page, its script and its stylesheet, each with a content hash that
+ * install, no network): the page, its script (joined from its parts) and its stylesheet, each with a content hash that
  * serves as ETag and as the version in the asset URLs.
  */
 import html from "./index.html" with { type: "text" };
-import js from "./app.js" with { type: "text" };
+import core from "./page-core.js" with { type: "text" };
+import streams from "./page-streams.js" with { type: "text" };
+import render from "./page-render.js" with { type: "text" };
+import live from "./page-live.js" with { type: "text" };
+import main from "./page-main.js" with { type: "text" };
 import css from "./app.css" with { type: "text" };
 
 export interface Asset {
@@ -25,7 +29,18 @@ function asset(body: string, contentType: string): Asset {
   return { body, contentType, etag: `"${tagOf(body)}"` };
 }
 
-export const SCRIPT = asset(text("app.js", js), "text/javascript; charset=utf-8");
+/**
+ * The page's script is one file for the browser (one request, one module scope), written in parts
+ * by concern: state and helpers, API and event streams, rendering, live updates and actions,
+ * logs and the session. Joined in this order.
+ */
+const PARTS = { core, streams, render, live, main };
+export const SCRIPT = asset(
+  Object.entries(PARTS)
+    .map(([name, part]) => text(`page-${name}.js`, part))
+    .join("\n"),
+  "text/javascript; charset=utf-8",
+);
 export const STYLE = asset(text("app.css", css), "text/css; charset=utf-8");
 
 /** The page, telling its script whether this hive wants a token (a caller learns that from any 401 anyway). */

@@ -1,3 +1,0 @@
-// app.js is browser code the hive serves; the server imports it only as text (`with { type: "text" }`).
-declare const source: string;
-export default source;
