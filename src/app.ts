@@ -9,6 +9,7 @@ import type { Logger } from "./shared/logger.ts";
 import { errorPlugin } from "./http/errors.ts";
 import { authPlugin, type AuthOptions } from "./http/middleware/auth.ts";
 import { bodyLimitPlugin } from "./http/middleware/body-limit.ts";
+import { deadlinePlugin } from "./http/middleware/deadline.ts";
 import { isStreamedPath } from "./http/proxy.ts";
 import { healthController, type CatalogHealthProbe } from "./http/health.ts";
 import { hiveInfoController } from "./http/hive-info.ts";
@@ -62,6 +63,8 @@ export function createApp(deps: AppDeps) {
         onAuthEvent: deps.onAuthEvent,
       }),
     )
+    // An expired X-Deadline: 504 after auth, before any work.
+    .use(deadlinePlugin({ now: Date.now }))
     // The inference and proxy routes stream their bodies to the worker and count them themselves.
     .use(bodyLimitPlugin({ limitFor: (path) => (isStreamedPath(path) ? null : deps.config.server.body_limit_bytes) }))
     .use(healthController(deps.catalogHealth))

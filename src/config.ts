@@ -116,13 +116,15 @@ export const HiveConfigSchema = t.Object(
       progress_interval_s: Seconds(0.1, "progress event throttle", 0.001),
     }),
     queen: Section({
-      callback_url: t.String({ default: "", description: "QUEEN_CALLBACK_URL; empty = no forwarding" }),
-      hive_id: t.String({ default: "" }),
+      callback_url: t.String({ default: "", description: "QUEEN_CALLBACK_URL; empty = no ready forwarding and no heartbeat" }),
+      hive_id: t.String({ default: "", description: "RBEE_HIVE_ID; empty = the host name" }),
       heartbeat_interval_s: Seconds(15, "hive → queen heartbeat", 0.01),
     }),
     audit: Section({
       mode: t.Union([t.Literal("off"), t.Literal("local")], { default: "off" }),
-      dir: t.String({ default: "" }),
+      dir: t.String({ default: "", description: "LLORCH_AUDIT_DIR; empty = <data_dir>/audit" }),
+      queue_max: t.Integer({ minimum: 1, default: 10000, description: "audit lines waiting for the disk; beyond that events are dropped (logged, counted)" }),
+      flush_timeout_s: Seconds(1, "a request waits this long at most for its auth event's line to be on disk", 0.001),
     }),
     resources: Section({
       cache_ttl_s: Seconds(2, "device detection answers (nvidia-smi, rocm-smi, RAM, disk) are reused this long"),

@@ -11,10 +11,11 @@ import { systemClock, type Clock } from "./shared/clock.ts";
 import { spawnSupervised, type Spawner } from "./shared/daemon-lifecycle.ts";
 import { HttpClient, type FetchLike } from "./shared/http-client.ts";
 import { createApp } from "./app.ts";
-import { serve, type HiveServer } from "./server.ts";
+import { serve, type HiveServer, type ServeOptions } from "./server.ts";
 import { ShutdownCoordinator } from "./shutdown.ts";
 import { createHiveBus, type HiveBus } from "./events.ts";
-import { HiveMetrics } from "./metrics.ts";
+import { Observability } from "./observability.ts";
+import type { OpenAuditFile } from "./shared/audit-logging.ts";
 import { VERSION } from "./version.ts";
 import { WorkerRegistry } from "./workers/registry.ts";
 import { createWorkersArea } from "./workers/area.ts";
@@ -62,6 +63,8 @@ export interface HiveOverrides {
   walkFs?: WalkFs;
   /** Seconds a connection may stay silent (tests shorten it to show streams outlive it). */
   idleTimeoutS?: number;
+  /** How the audit log opens its files (tests: a slow disk). */
+  auditFile?: OpenAuditFile;
   /** Device detection seams (tests: the tools' PATH, fake nvidia-smi; /proc readers). */
   resources?: Pick<HostResourcesOptions, "inventory" | "ramUseOf" | "groupOf">;
 }
@@ -99,11 +102,13 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
   const http = new HttpClient(o.fetch);
   const models = openModels({ loaded, bus, clock, logger, users: registry, fetch: o.fetch, statfs: o.statfs, walkFs: o.walkFs, downloadStore: state.downloads });
   const resources = createHostResources({ config, modelsDir: resolved.modelsDir, logger, clock, ...o.resources });
+  // Metrics and the audit trail subscribe before anything happens (the take-over below publishes).
+  const observability = await openObservability({ loaded, bus, registry, logger, clock, http, inventory: resources.inventory, auditFile: o.auditFile }, state);
   let callbackBase = "";
   const { lifecycle, monitor, activity, passthrough, idleReaper } = createWorkersArea({
     loaded, registry, bus, clock, logger, http,
     models: models.resolver,
-    admission: resources.admission,
+    admission: observability.countRefusals(resources.admission),
     spawner: exitPolicySpawner(o.spawner ?? spawnSupervised, keepWorkers),
     callbackBase: () => callbackBase,
     random: o.random,
@@ -127,11 +132,12 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     logger,
     apiToken: secrets.apiToken,
     callbackAccess: (path, body) => lifecycle.callbackAccess(path, body),
+    onAuthEvent: observability.onAuthEvent,
     catalogHealth: () => models.catalog.health(),
     controllers: [
       workersController(lifecycle, registry),
       proxyController({ passthrough, activity, registry, server: serverRef }),
-      metricsController(new HiveMetrics(bus, registry)),
+      metricsController(observability.metrics),
       modelsController(models.service, models.tracker, streams),
       resourcesController({
         inventory: resources.inventory,
@@ -146,18 +152,24 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
   });
   let server: HiveServer;
   try {
-    server = bind(loaded, logger, (request) => app.fetch(request), o.idleTimeoutS);
+    server = bind(loaded, logger, (request) => app.fetch(request), {
+      idleTimeoutS: o.idleTimeoutS,
+      onAnswered: observability.answered(() => app.routes),
+    });
   } catch (e) {
     state.db.close(); // the next hive on this data dir must not find it locked
+    await observability.audit?.close();
     throw e;
   }
   serverRef.current = server.server;
+  observability.reportPreviousShutdown();
   // Workers run on this host: they reach us on loopback unless we bound one specific address.
   const reachableHost = resolved.host === "0.0.0.0" || resolved.host === "::" ? "127.0.0.1" : resolved.host;
   callbackBase = `http://${reachableHost.includes(":") ? `[${reachableHost}]` : reachableHost}:${server.server.port}`;
   listening();
   monitor.start();
   idleReaper.start();
+  observability.startHeartbeat(secrets.apiToken);
 
   // Teardown order: refuse new work at once, stop accepting (open streams end through
   // shutdown.signal), stop the monitor so nothing is restarted, stop every worker in parallel,
@@ -169,6 +181,7 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     if ((await Promise.race([graceful, timeout])) === "timeout") await server.stop(true);
   });
   shutdown.register("monitor", () => monitor.stop());
+  shutdown.register("queen heartbeat", () => observability.stopHeartbeat());
   shutdown.register("idle reaper", () => idleReaper.stop());
   // keep_workers_on_exit: the workers stay running and saved, for the next hive to adopt.
   shutdown.register("workers", () => (keepWorkers ? lifecycle.detachAll() : lifecycle.stopAll(config.shutdown.worker_grace_s * 1000)));
@@ -178,6 +191,8 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     survived.stopPersisting();
     state.db.close();
   });
+  // Last: the shutdown itself is audited and recorded for the next hive's metrics, then the audit log is synced.
+  shutdown.register("audit", () => observability.recordShutdown(shutdown.progress, lifecycle.shutdownTally.summary()));
   shutdown.registerForce(() => {
     if (!keepWorkers) lifecycle.killAll();
   });
@@ -195,6 +210,16 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     workers_adopted: survived.outcome.adopted.length,
   });
   return { server, shutdown, url: server.url, registry, lifecycle, monitor, bus, catalog: models.catalog, tracker: models.tracker, resources, activity, idleReaper };
+}
+
+async function openObservability(deps: Parameters<typeof Observability.create>[0], state: HiveState): Promise<Observability> {
+  const { resolved } = deps.loaded;
+  try {
+    return await Observability.create(deps);
+  } catch (e) {
+    state.db.close();
+    throw new StartupError(`cannot use the audit dir ${resolved.auditDir}: ${describeFsError(e)}`);
+  }
 }
 
 function openState(loaded: LoadedConfig, logger: Logger, clock: Clock): HiveState {
@@ -220,7 +245,12 @@ function workerEcho(echo: HiveOverrides["echo"], silent: boolean): ((line: strin
 }
 
 /** Bind the socket; a taken address is one clear line (is another hive running?). */
-function bind(loaded: LoadedConfig, logger: Logger, fetch: Parameters<typeof serve>[0], idleTimeoutS?: number): HiveServer {
+function bind(
+  loaded: LoadedConfig,
+  logger: Logger,
+  fetch: Parameters<typeof serve>[0],
+  extra: Pick<ServeOptions, "idleTimeoutS" | "onAnswered">,
+): HiveServer {
   const { config, resolved } = loaded;
   try {
     return serve(fetch, {
@@ -228,7 +258,7 @@ function bind(loaded: LoadedConfig, logger: Logger, fetch: Parameters<typeof ser
       port: resolved.port,
       bodyLimitBytes: config.server.body_limit_bytes,
       streamedBodyLimitBytes: config.workers.proxy_body_limit_mb * 1024 * 1024,
-      idleTimeoutS,
+      ...extra,
       logger,
     });
   } catch (e) {

@@ -1,11 +1,24 @@
 /**
  * The listening socket: Bun.serve around the app's fetch, with the request log, the Host check
  * and `reusePort: false` so a second daemon on the same port fails loudly instead of sharing it.
+ * Every request gets its context here first (correlation id, deadline; src/shared/correlation.ts;
+ * the app answers an expired X-Deadline after auth), and every answer carries `X-Correlation-ID`
+ * and waits for what the context holds (the audit flush of a security event).
  */
 import type { Server } from "bun";
 import type { Logger } from "./shared/logger.ts";
 import { jsonError } from "./http/errors.ts";
 import { pathOf } from "./http/request-path.ts";
+import { CORRELATION_HEADER, contextOf } from "./shared/correlation.ts";
+
+/** What the socket tells about each answered request (the HTTP metrics). */
+export interface AnsweredRequest {
+  method: string;
+  /** The routed path (no query); null without a Host header. */
+  path: string | null;
+  status: number;
+  seconds: number;
+}
 
 export interface ServeOptions {
   host: string;
@@ -16,6 +29,8 @@ export interface ServeOptions {
   /** Seconds a connection may stay silent (default 30); streaming routes lift it per request. */
   idleTimeoutS?: number;
   logger: Logger;
+  /** Told after each answer (metrics). */
+  onAnswered?: (r: AnsweredRequest) => void;
 }
 
 type FetchHandler = (request: Request, server: Server<undefined>) => Response | Promise<Response>;
@@ -38,9 +53,11 @@ export function serve(fetch: FetchHandler, opts: ServeOptions): HiveServer {
     idleTimeout: opts.idleTimeoutS ?? 30,
     async fetch(request, srv) {
       const started = performance.now();
+      const ctx = contextOf(request);
+      const hasHost = !!request.headers.get("host");
       let response: Response;
       // Without Host (HTTP/1.0, or empty) Bun's request.url is not absolute: nothing can route it.
-      if (!request.headers.get("host")) {
+      if (!hasHost) {
         response = jsonError(400, "MISSING_HOST", "the request has no Host header");
       } else {
         try {
@@ -50,12 +67,18 @@ export function serve(fetch: FetchHandler, opts: ServeOptions): HiveServer {
           response = jsonError(500, "INTERNAL", "internal error");
         }
       }
+      await ctx.held();
+      response = withCorrelationId(response, ctx.correlationId);
+      const path = hasHost ? pathOf(request) : null;
+      const ms = performance.now() - started;
       opts.logger.info("request", {
         method: request.method,
-        path: request.headers.get("host") ? pathOf(request) : request.url,
+        path: path ?? request.url,
         status: response.status,
-        ms: Math.round((performance.now() - started) * 10) / 10,
+        ms: Math.round(ms * 10) / 10,
+        correlation_id: ctx.correlationId,
       });
+      opts.onAnswered?.({ method: request.method, path, status: response.status, seconds: ms / 1000 });
       return response;
     },
     error(e) {
@@ -69,4 +92,16 @@ export function serve(fetch: FetchHandler, opts: ServeOptions): HiveServer {
     url: `http://${hostForUrl}:${server.port}`,
     stop: (force = false) => server.stop(force),
   };
+}
+
+/** Every answer names its correlation id; a Response with immutable headers is re-wrapped. */
+function withCorrelationId(response: Response, id: string): Response {
+  try {
+    response.headers.set(CORRELATION_HEADER, id);
+    return response;
+  } catch {
+    const copy = new Response(response.body, response);
+    copy.headers.set(CORRELATION_HEADER, id);
+    return copy;
+  }
 }

@@ -26,6 +26,8 @@ export class ShutdownCoordinator {
   private readonly forceSteps: Array<() => void> = [];
   private readonly summaries: Array<() => Record<string, unknown>> = [];
   private running: Promise<ShutdownResult> | null = null;
+  private startedReason: string | null = null;
+  private startedAtMs = 0;
   /** How the process ends once shutdown is done (installSignalHandlers sets it; tests leave it unset). */
   private exit: ((code: number) => void) | null = null;
 
@@ -41,6 +43,11 @@ export class ShutdownCoordinator {
 
   get started(): boolean {
     return this.running !== null;
+  }
+
+  /** Why shutdown started and how long it has run (ms), for a step that records it; null before it started. */
+  get progress(): { reason: string; ms: number } | null {
+    return this.startedReason === null ? null : { reason: this.startedReason, ms: Math.round(performance.now() - this.startedAtMs) };
   }
 
   /** Steps run in registration order. */
@@ -85,6 +92,8 @@ export class ShutdownCoordinator {
 
   private async execute(reason: string): Promise<ShutdownResult> {
     const started = performance.now();
+    this.startedReason = reason;
+    this.startedAtMs = started;
     this.logger.info("shutting down", { reason, timeout_s: this.totalTimeoutMs / 1000 });
     this.controller.abort();
     const failed: string[] = [];

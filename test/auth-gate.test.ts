@@ -160,3 +160,21 @@ describe("Host header", () => {
     }
   });
 });
+
+describe("auth before the deadline (found by test/fuzz)", () => {
+  // An unauthenticated caller learns nothing but 401, whatever X-Deadline says: a malformed one
+  // (400 INVALID_INPUT) or a past one (504) would answer it before its token was checked.
+  test("a protected route without a valid token gets the exact 401 with a malformed or past X-Deadline", async () => {
+    const failures: string[] = [];
+    for (const deadline of ["soon", "-1", String(Date.now() - 1000)]) {
+      for (const [auth, expected] of [[undefined, MISSING], ["Bearer wrong-token-value-123456", INVALID]] as const) {
+        const headers: Record<string, string> = { "x-deadline": deadline };
+        if (auth) headers.authorization = auth;
+        const res = await fetch(`${h.url}/v1/workers/list`, { headers });
+        const body = await res.text();
+        if (res.status !== 401 || body !== JSON.stringify(expected)) failures.push(`X-Deadline ${deadline}, ${auth ?? "no token"}: ${res.status} ${body}`);
+      }
+    }
+    expect(failures).toEqual([]);
+  });
+});

@@ -109,10 +109,11 @@ describe("daemon process", () => {
       path: "/v1/health",
       status: 200,
       ms: expect.any(Number),
+      correlation_id: expect.stringMatching(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/),
     });
     const pretty = await run(["--log-format", "pretty"]);
     expect(pretty.filter((l) => / request /.test(l))[0]).toMatch(
-      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO  request method=GET path=\/v1\/health status=200 ms=\d+(\.\d+)?$/,
+      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO  request method=GET path=\/v1\/health status=200 ms=\d+(\.\d+)? correlation_id=[0-9a-f-]{36}$/,
     );
     const quiet = await run(["--log-format", "json"], { RBEE_LOG: "warn" });
     expect(quiet.filter((l) => l !== "")).toEqual([]); // nothing at warn or above happened

@@ -89,10 +89,12 @@ describe("error bodies", () => {
     });
   });
 
-  test("every request is logged with method, path, status and duration", async () => {
-    await fetch(server.url + "/v1/health");
-    const line = logger.lines.map((l) => JSON.parse(l)).find((l) => l.msg === "request" && l.path === "/v1/health");
-    expect(line).toEqual({ ts: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/), level: "info", msg: "request", method: "GET", path: "/v1/health", status: 200, ms: expect.any(Number) });
+  test("every request is logged with method, path, status, duration and correlation id", async () => {
+    const res = await fetch(server.url + "/v1/health");
+    const id = res.headers.get("x-correlation-id");
+    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    const line = logger.lines.map((l) => JSON.parse(l)).find((l) => l.msg === "request" && l.correlation_id === id);
+    expect(line).toEqual({ ts: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/), level: "info", msg: "request", method: "GET", path: "/v1/health", status: 200, ms: expect.any(Number), correlation_id: id });
   });
 
   test("the OpenAPI spec lists the routes with their schemas", async () => {

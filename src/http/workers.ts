@@ -14,6 +14,7 @@ import {
   WorkerLogs,
 } from "../workers/schemas.ts";
 import { ErrorResponse, Field, MessageResponse, errorResponses, namedModels, wireRequest } from "./schemas.ts";
+import { contextOf } from "../shared/correlation.ts";
 
 /** A registry snapshot as the answer: it is only serialized, so its read-only typing ends here. */
 const wire = (w: WorkerSnapshot) => w as WorkerInfo;
@@ -52,7 +53,7 @@ export const workersController = (lifecycle: WorkerLifecycleManager, registry: W
         WorkerLogs,
       }),
     )
-    .post("/v1/workers/spawn", ({ body }) => lifecycle.spawn(body), {
+    .post("/v1/workers/spawn", ({ body, request }) => lifecycle.spawn(body, contextOf(request)), {
       body: "SpawnRequest",
       response: { 200: "SpawnResponse", ...errorResponses, 409: ErrorResponse, 503: ErrorResponse, 507: ErrorResponse },
       detail: { tags: ["workers"], summary: "Spawn a worker; answers at once with state loading" },

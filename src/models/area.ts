@@ -62,6 +62,7 @@ export function createModelsArea(d: ModelsAreaDeps): ModelsArea {
     statfs: d.statfs,
     walkFs: d.walkFs,
     logger: d.logger,
+    onPartRetry: (r) => d.bus.publish("download_retried", r),
   });
   const tracker = new DownloadTracker({
     catalog,
@@ -80,7 +81,14 @@ export function createModelsArea(d: ModelsAreaDeps): ModelsArea {
       else if (event.stage === "error") d.bus.publish("download_failed", { ...base, code: event.code, message: event.message });
     },
   });
-  const service = new ModelService({ catalog, tracker, registry: d.users, modelsDir: resolved.modelsDir, logger: d.logger });
+  const service = new ModelService({
+    catalog,
+    tracker,
+    registry: d.users,
+    modelsDir: resolved.modelsDir,
+    logger: d.logger,
+    onRemoved: (r) => d.bus.publish("model_deleted", { model_ref: r.model_ref, freed_bytes: r.freed_bytes }),
+  });
   const resolver = createModelResolver({ modelsDir: resolved.modelsDir, allowedRoots: config.paths.allowed_model_roots, source: service });
   return { catalog, tracker, service, resolver };
 }

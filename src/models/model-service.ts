@@ -26,6 +26,8 @@ export class ModelService implements ModelSource {
       registry: ModelUsers;
       modelsDir: string;
       logger: Logger;
+      /** Told after a model was removed (the audit log). */
+      onRemoved?: (removed: RemovedModel) => void;
     },
   ) {}
 
@@ -116,6 +118,8 @@ export class ModelService implements ModelSource {
     this.d.catalog.remove(modelRef, revision);
     const freed = entry.provider === "hf" ? removeModelFiles(this.d.modelsDir, entry) : 0;
     this.d.logger.info("model removed", { model_ref: modelRef, freed_bytes: freed });
-    return { model_ref: modelRef, removed: true, freed_bytes: freed };
+    const removed: RemovedModel = { model_ref: modelRef, removed: true, freed_bytes: freed };
+    this.d.onRemoved?.(removed);
+    return removed;
   }
 }

@@ -113,6 +113,7 @@ export function createWorkersArea(d: WorkersAreaDeps): WorkersArea {
     workerToken: secrets.apiToken,
     bodyLimitBytes: config.workers.proxy_body_limit_mb * 1024 * 1024,
     fetch: d.fetch,
+    onChunks: (workerId, chunks) => d.bus.publish("stream_chunks", { worker_id: workerId, chunks }),
   });
   const idleReaper = new IdleReaper({
     clock: d.clock,

@@ -70,6 +70,7 @@ export class HealthMonitor {
     if (!target) return;
     this.inFlight.add(id);
     let failure: string | null = null;
+    const started = this.d.clock.monotonic();
     try {
       const res = await this.d.http.request(target.url, { timeoutMs: this.d.config.timeout_s * 1000 });
       if (!isHealthyAnswer(res.status, res.body, target.healthyStatus)) {
@@ -80,6 +81,7 @@ export class HealthMonitor {
     } finally {
       this.inFlight.delete(id);
     }
+    this.d.bus.publish("health_checked", { worker_id: id, ok: failure === null, seconds: (this.d.clock.monotonic() - started) / 1000 });
     const w = this.d.registry.live(id);
     if (!w || w.phase !== "running") return; // exited or replaced meanwhile
     if (!failure) {

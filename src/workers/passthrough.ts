@@ -10,8 +10,9 @@
  * hive's token too, and nothing else is ever forwarded) and an `X-Correlation-ID` (the caller's,
  * or a new one), which comes back on the answer.
  */
-import { randomUUID } from "node:crypto";
 import { HiveError, errorMessage } from "../shared/errors.ts";
+import { CORRELATION_HEADER, contextOf } from "../shared/correlation.ts";
+import { deadlineExceeded, deadlineSignal, isDeadlineAbort } from "../shared/deadline-propagation.ts";
 import type { FetchLike } from "../shared/http-client.ts";
 import type { SlotLease, WorkerActivity } from "./activity.ts";
 import type { TargetResolver } from "./proxy-target.ts";
@@ -24,7 +25,14 @@ export interface PassthroughOptions {
   /** [workers] proxy_body_limit_mb, in bytes. */
   bodyLimitBytes: number;
   fetch?: FetchLike;
+  /** Wall clock for the caller's X-Deadline (unix ms; default Date.now). */
+  now?: () => number;
+  /** Chunks of answers streamed back from a worker (metrics): told every CHUNK_REPORT_EVERY chunks and at the end. */
+  onChunks?: (workerId: string, chunks: number) => void;
 }
+
+/** Chunk counts are handed on in batches: one call per chunk would cost more than the chunk. */
+const CHUNK_REPORT_EVERY = 64;
 
 /** Where a request goes on the worker: its profile's inference route, or a path given as it came. */
 export type Upstream = { kind: "inference" } | { kind: "path"; pathAndQuery: string };
@@ -41,11 +49,7 @@ const HOP_BY_HOP = new Set([
   "transfer-encoding",
   "upgrade",
 ]);
-const SET_BY_HIVE = new Set(["host", "authorization", "x-correlation-id"]);
-/** A caller's correlation id is kept when it looks like one; anything else gets a fresh id. */
-const CORRELATION_ID = /^[\x21-\x7e]{1,128}$/;
-
-export const CORRELATION_HEADER = "x-correlation-id";
+const SET_BY_HIVE = new Set(["host", "authorization", CORRELATION_HEADER]);
 
 export class WorkerPassthrough {
   private readonly fetchImpl: FetchLike;
@@ -63,25 +67,32 @@ export class WorkerPassthrough {
     const limit = this.o.bodyLimitBytes;
     const declared = declaredLength(request.headers);
     if (declared !== undefined && declared > limit) throw tooLarge(limit, declared);
+    const ctx = contextOf(request);
+    // The caller's X-Deadline bounds the wait for a slot and the whole exchange with the worker.
+    const deadline = deadlineSignal(ctx, (this.o.now ?? Date.now)());
+    const signal = deadline ? AbortSignal.any([request.signal, deadline.signal]) : request.signal;
 
     let lease: SlotLease;
     try {
-      lease = await this.o.activity.acquire(workerId, request.signal);
+      lease = await this.o.activity.acquire(workerId, signal);
     } catch (e) {
+      deadline?.clear();
       if (e instanceof HiveError) throw e;
+      if (isDeadlineAbort(deadline?.signal)) throw deadlineExceeded("the request's deadline (X-Deadline) passed while it waited for a free slot");
       throw callerGone(); // it left the queue
     }
     let released = false;
     const release = () => {
       if (released) return;
       released = true;
+      deadline?.clear();
       lease.release();
     };
     let overLimit = false;
     try {
       // Again: while it waited for its slot the worker may have restarted on another port.
       const target = this.o.resolve(workerId);
-      const correlationId = correlationIdOf(request.headers);
+      const correlationId = ctx.correlationId;
       // A small body with a declared length (a prompt) is read first: it can be sent again, so the
       // request may go over a kept-alive connection (see send). Anything else streams through, a
       // chunked body counted as it goes (a declared length is enforced by the HTTP parser).
@@ -94,7 +105,7 @@ export class WorkerPassthrough {
         method: upstream.kind === "inference" ? "POST" : request.method,
         headers: upstreamHeaders(request.headers, this.o.workerToken, correlationId),
         body,
-        signal: request.signal,
+        signal,
         redirect: "manual",
         // Bytes pass through as the worker encoded them (Bun's fetch would decompress).
         decompress: false,
@@ -102,14 +113,29 @@ export class WorkerPassthrough {
         duplex: "half",
       } as RequestInit);
       const headers = downstreamHeaders(answer.headers, correlationId);
-      return new Response(watched(answer.body, release), { status: answer.status, statusText: answer.statusText, headers });
+      return new Response(watched(answer.body, release, this.chunkCounter(workerId)), { status: answer.status, statusText: answer.statusText, headers });
     } catch (e) {
       release();
       if (e instanceof HiveError) throw e;
       if (overLimit) throw tooLarge(limit);
+      if (isDeadlineAbort(deadline?.signal)) throw deadlineExceeded(`the request's deadline (X-Deadline) passed before worker ${workerId} answered`);
       if (request.signal.aborted) throw callerGone();
       throw new HiveError(502, "WORKER_UNREACHABLE", `cannot reach worker ${workerId}: ${errorMessage(e)}`);
     }
+  }
+
+  /** Counts one answer's chunks and hands them on in batches (and the rest when it ends). */
+  private chunkCounter(workerId: string): ((ended: boolean) => void) | undefined {
+    const report = this.o.onChunks;
+    if (!report) return undefined;
+    let pending = 0;
+    return (ended) => {
+      if (!ended) pending++;
+      if (pending > 0 && (ended || pending >= CHUNK_REPORT_EVERY)) {
+        report(workerId, pending);
+        pending = 0;
+      }
+    };
   }
 
   /**
@@ -149,11 +175,6 @@ function declaredLength(headers: Headers): number | undefined {
   return Number.isFinite(n) && n >= 0 ? n : undefined;
 }
 
-function correlationIdOf(headers: Headers): string {
-  const given = headers.get(CORRELATION_HEADER);
-  return given !== null && CORRELATION_ID.test(given) ? given : randomUUID();
-}
-
 /** Names listed in `Connection` are hop-by-hop for this message too. */
 function connectionTokens(headers: Headers): Set<string> | null {
   const raw = headers.get("connection");
@@ -189,12 +210,19 @@ function downstreamHeaders(incoming: Headers, correlationId: string): Headers {
  * The worker's answer body, pulled only as the caller reads (back-pressure); `done` runs once when
  * it ends, fails or the caller cancels it (which also cancels the worker's side).
  */
-function watched(body: ReadableStream<Uint8Array> | null, done: () => void): ReadableStream<Uint8Array> | null {
+function watched(body: ReadableStream<Uint8Array> | null, done: () => void, chunk?: (ended: boolean) => void): ReadableStream<Uint8Array> | null {
   if (!body) {
     done();
     return null;
   }
   const reader = body.getReader();
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    chunk?.(true);
+    done();
+  };
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
@@ -202,17 +230,18 @@ function watched(body: ReadableStream<Uint8Array> | null, done: () => void): Rea
           const { done: end, value } = await reader.read();
           if (end) {
             controller.close();
-            done();
+            finish();
           } else {
+            chunk?.(false);
             controller.enqueue(value);
           }
         } catch (e) {
-          done();
+          finish();
           controller.error(e);
         }
       },
       cancel(reason) {
-        done();
+        finish();
         return reader.cancel(reason).catch(() => {});
       },
     },

@@ -15,6 +15,8 @@ import { resolveProfile, type WorkerProfile } from "../config.ts";
 import { errorMessage, HiveError, invalidInput, notFound } from "../shared/errors.ts";
 import { validateIdentifier } from "../shared/input-validation.ts";
 import type { ResolvedModel } from "../shared/model-source.ts";
+import type { OutboundContext } from "../shared/correlation.ts";
+import { withDeadline } from "../shared/deadline-propagation.ts";
 import { ExitHandler } from "./exit-handler.ts";
 import { exitRecord, spawnFailure, STDERR_TAIL_LINES } from "./exit-forensics.ts";
 import {
@@ -80,14 +82,17 @@ export class WorkerLifecycleManager {
   /**
    * Answers at once with state `loading`; the process starts now, or when its model has downloaded.
    * The worker's memory is admitted first (its id made for it), before any download begins.
+   * `ctx` (the request's X-Deadline) bounds the hub reads that find the model's footprint: past
+   * it the spawn answers 504 DEADLINE_EXCEEDED with nothing admitted or started.
    */
-  async spawn(req: SpawnRequest): Promise<SpawnResponse> {
+  async spawn(req: SpawnRequest, ctx?: OutboundContext): Promise<SpawnResponse> {
     if (this.table.shuttingDown) throw new HiveError(503, "SHUTTING_DOWN", "the hive is shutting down");
     const ref = this.d.models.validate(req.model_ref); // parsed once, here
     const modelRef = ref.modelRef; // canonical spelling
     const plan = this.plan(req);
     const id = `worker-${randomUUID()}`;
-    const located = await this.d.models.locate(ref, { revision: req.revision });
+    // X-Deadline is a wall-clock instant of the caller's: compared with the real clock, not the injected one.
+    const located = await withDeadline(this.d.models.locate(ref, { revision: req.revision }), ctx, Date.now());
     const need = await this.d.admission.estimate(located.footprint, req.context);
     const force = req.force === true;
     await this.d.admission.admit({ workerId: id, backend: plan.backend, device: req.device, need, force });

@@ -10,6 +10,7 @@ import { Elysia } from "elysia";
 import { checkBearer } from "../../shared/auth-min.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { jsonError } from "../errors.ts";
+import { contextOf } from "../../shared/correlation.ts";
 import { pathOf, readBounded } from "../request-path.ts";
 
 /** What the hive says about a worker callback that carries no valid token. */
@@ -21,6 +22,8 @@ export interface AuthEvent {
   method: string;
   fingerprint?: string;
   reason?: string;
+  /** The request's X-Correlation-ID (src/shared/correlation.ts). */
+  correlation_id: string;
 }
 
 export interface AuthOptions {
@@ -29,7 +32,8 @@ export interface AuthOptions {
   logger: Logger;
   /** Decides for the callback routes (ready, heartbeat) when Bearer is missing or wrong. */
   callbackAccess?: (path: string, body: unknown) => CallbackAccess;
-  onAuthEvent?: (event: AuthEvent) => void;
+  /** Told of every auth decision; the request is passed so the answer can be held (audit flush). */
+  onAuthEvent?: (event: AuthEvent, request: Request) => void;
 }
 
 /** The status page's files are public too (src/http/status-page.ts): the page itself asks for the token. */
@@ -58,7 +62,7 @@ export const authPlugin = (opts: AuthOptions) =>
     if (isPublicPath(path)) return;
     const outcome = checkBearer(request.headers.get("authorization"), opts.token);
     if (outcome.ok) {
-      opts.onAuthEvent?.({ outcome: "success", path, method: request.method, fingerprint: outcome.fingerprint });
+      opts.onAuthEvent?.({ outcome: "success", path, method: request.method, fingerprint: outcome.fingerprint, correlation_id: contextOf(request).correlationId }, request);
       return;
     }
     if (CALLBACK_PATHS.has(path) && request.method === "POST" && opts.callbackAccess) {
@@ -67,6 +71,9 @@ export const authPlugin = (opts: AuthOptions) =>
       if (access === "unknown") return jsonError(404, "WORKER_NOT_FOUND", "no worker with this worker_id was spawned by this hive");
     }
     opts.logger.warn("auth failed", { method: request.method, path, code: outcome.error.code, token: outcome.fingerprint });
-    opts.onAuthEvent?.({ outcome: "failure", path, method: request.method, fingerprint: outcome.fingerprint, reason: outcome.error.code });
+    opts.onAuthEvent?.(
+      { outcome: "failure", path, method: request.method, fingerprint: outcome.fingerprint, reason: outcome.error.code, correlation_id: contextOf(request).correlationId },
+      request,
+    );
     return jsonError(401, outcome.error.code, outcome.error.message);
   });

@@ -94,6 +94,8 @@ export interface ProvisionerOptions extends ProvisionerSettings, Partial<Provisi
   /** Clock of the walk's time bound (ms). Default Date.now. */
   now?: () => number;
   logger?: Logger;
+  /** Told of each retried ranged request of a file (`stalled`: nothing arrived for stallTimeoutMs). */
+  onPartRetry?: (retry: { file: string; stalled: boolean }) => void;
 }
 
 /** The tuning in effect: TUNING with what the options set (an option left undefined keeps TUNING's). */

@@ -85,6 +85,7 @@ export class Provisioner {
         stateFlushIntervalMs: tuning.stateFlushIntervalMs,
         syncEveryBytes: tuning.syncEveryBytes,
         preallocate: tuning.preallocate,
+        onRetry: opts.onPartRetry,
       },
       verifyExistingBlobs: tuning.verifyExistingBlobs,
       maxChecksumRetries: tuning.maxChecksumRetries,

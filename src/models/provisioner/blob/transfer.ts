@@ -43,6 +43,8 @@ export interface BlobDownloadOptions {
   /** Reserve the file's blocks with fallocate(2) where available (Linux). */
   preallocate: boolean;
   logger: Logger;
+  /** Told of each retry (metrics); `stalled` when nothing arrived for stallTimeoutMs. */
+  onRetry?: (retry: { file: string; stalled: boolean }) => void;
 }
 
 export interface BlobDownloadRequest {
@@ -276,6 +278,7 @@ class BlobTransfer {
     }
     const delay = err instanceof TransientError && err.retryAfterMs !== undefined ? err.retryAfterMs : backoffMs(failures - 1, this.opts.policy);
     this.result.retries++;
+    this.opts.onRetry?.({ file: path, stalled: conn.stalled });
     const part = this.parts[cur.part]!;
     this.opts.logger.debug("part retry", { file: path, start: part.start, done: part.done, attempt: failures, delay_ms: delay, error: errorMessage(err) });
     this.saver.save(true);
