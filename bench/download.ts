@@ -1,26 +1,29 @@
 /**
- * Download benchmark (not a test): the provisioner vs `curl -o` on loopback, then kill/resume.
+ * Download benchmark (not a test): the provisioner beside `curl -o`, `curl -o && sha256sum &&
+ * sync` and `hf download`, on disk and on tmpfs, then kill/resume.
  *
  *   bun bench/download.ts            → prints one JSON object
  *
  * 1. A 1 GiB GGUF file on the fake hub (a pseudo-random 1 MiB block repeated; its sha256
- *    computed once), served through the hub's 302 to the "CDN" port.
- * 2. Three interleaved runs each of: a child "hive-like" process running the provisioner (plan,
- *    ranged parts, sha256 verification, fsync, rename, snapshot link), `curl -sSL -o` of the same
- *    resolve URL (the baseline of the target) and curl + sha256sum + sync (the same work as the
- *    provisioner, reported). The order rotates from run to run, so no side always goes first. Wall
- *    time measured by this process around each child (process start included for all).
- *    Target: median throughput ≥ 0.9 × curl's.
+ *    computed once), served through the hub's 302 to the "CDN". The hub answers as `localhost`
+ *    and the CDN is 127.0.0.1, another host, as on the real hub.
+ * 2. On disk (BENCH_DIR, default the OS temp dir) and on a tmpfs of our own (root; else
+ *    /dev/shm): BENCH_RUNS interleaved runs each, the order rotating, of: a child "hive-like"
+ *    process running the provisioner (plan, Range stream, sha256, fsync, rename, snapshot link);
+ *    `curl -sSL -o` of the same resolve URL (no hash, no fsync); curl + sha256sum + sync (the same
+ *    work as the provisioner); `hf download` (huggingface_hub's CLI, HF_ENDPOINT at the fake hub,
+ *    when installed: on PATH or in BENCH_HF_VENV; else the row says why it was not measured). Wall
+ *    time of each child (process start included) and its CPU seconds per GiB (the child and what it
+ *    waited for). Targets: median throughput ≥ 0.75 × curl's and ≥ 2.5 × hf download's.
  * 3. A child downloads the file, gets SIGKILLed at ~50 %, a new child finishes it: the fake hub's
  *    byte counter gives the total bytes served. Target ≤ 1.1 × the file. Preconditions (else the
  *    run fails, exit 2): the kill really happened between 40 % and 60 %, the child died of it, and
  *    the second child resumed bytes from the first.
  * Pass/fail comes from each figure's ratio to its target. Exit 0 pass, 1 a target missed, 2 error.
- * SIGINT/SIGTERM: children are killed and the work dir (about 1 GiB) removed before exiting.
+ * SIGINT/SIGTERM: children are killed, the work dirs (about 1 GiB each) removed, the tmpfs unmounted.
  *
- * Env: BENCH_SIZE (bytes, default 1 GiB), BENCH_RUNS (default 3), BENCH_DIR (default the OS temp
- * dir; /dev/shm takes the disk out of the comparison), BENCH_OPTS (JSON merged into the child's
- * Provisioner options, e.g. '{"initialParallelParts":8}' to compare settings).
+ * Env: BENCH_SIZE (bytes, default 1 GiB), BENCH_RUNS (default 3), BENCH_DIR, BENCH_HF_VENV,
+ * BENCH_OPTS (JSON merged into the child's Provisioner options, e.g. '{"initialParallelParts":8}').
  * Child mode: bun bench/download.ts --child <endpoint> <modelsDir> <model_ref>
  */
 import { createHash } from "node:crypto";
@@ -32,13 +35,14 @@ import { Provisioner } from "../src/models/provisioner/index.ts";
 import { modelSettings } from "../src/models/settings.ts";
 import { createLogger } from "../src/shared/logger.ts";
 import { FakeHub, contentSource } from "../test/fixtures/fake-hub.ts";
-import { benchLog, precondition, rotation, runBench, verdict } from "./harness.ts";
+import { benchLog, precondition, rotation, runBench, verdict, type Row } from "./harness.ts";
 
 const GiB = 1024 ** 3;
 const REPO = "bench/Bench-GGUF";
 const FILE = "bench.Q4_K_M.gguf";
 const REF = `hf:${REPO}`;
-const TARGET_RATIO_VS_CURL = 0.9;
+const TARGET_RATIO_VS_CURL = 0.75;
+const TARGET_RATIO_VS_HF = 2.5;
 const TARGET_SERVED_FACTOR = 1.1;
 const log = benchLog("download");
 
@@ -120,9 +124,9 @@ function cpuMs(proc: { resourceUsage(): { cpuTime: { user: number | bigint; syst
   return u ? Math.round((Number(u.cpuTime.user) + Number(u.cpuTime.system)) / 1000) : -1;
 }
 
-async function runCmd(cmd: string[]): Promise<{ ms: number; cpu_ms: number }> {
+async function runCmd(cmd: string[], env: Record<string, string> = {}): Promise<{ ms: number; cpu_ms: number }> {
   const t0 = performance.now();
-  const proc = Bun.spawn(cmd, { stdout: "ignore", stderr: "inherit" });
+  const proc = Bun.spawn(cmd, { stdout: "ignore", stderr: "inherit", env: { ...process.env, ...env } });
   running.add(proc);
   try {
     const code = await proc.exited;
@@ -149,7 +153,46 @@ async function cleanup(): Promise<void> {
   await Promise.all([...running].map((p) => p.exited));
   await hub?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
+  for (const u of unmounts) u();
 }
+
+/** The `hf` CLI (huggingface_hub), if installed: on PATH or in the venv named by BENCH_HF_VENV. */
+function findHf(): { cmd: string[]; version: string } | { missing: string } {
+  const candidates = [
+    ...(process.env.BENCH_HF_VENV ? [join(process.env.BENCH_HF_VENV, "bin", "hf")] : []),
+    "hf",
+    "huggingface-cli",
+  ];
+  for (const c of candidates) {
+    const r = Bun.spawnSync(["sh", "-c", `command -v "${c}"`], { stdout: "pipe" });
+    const path = r.stdout.toString().trim();
+    if (r.exitCode === 0 && path) {
+      const v = Bun.spawnSync([path, "version"], { stdout: "pipe", stderr: "pipe" });
+      return { cmd: [path, "download"], version: (v.stdout.toString() || v.stderr.toString()).trim().split("\n")[0] ?? path };
+    }
+  }
+  return {
+    missing:
+      "the hf CLI (pip install huggingface-hub) is not installed: PyPI is not reachable from this machine and Debian bookworm packages no huggingface-hub (set BENCH_HF_VENV to a venv that has it)",
+  };
+}
+
+/** A tmpfs of our own (root), else /dev/shm, else none: where the disk leaves the comparison. */
+function tmpfsDir(size: number): { path: string; unmount?: () => void } | { missing: string } {
+  const dir = mkdtempSync(join(tmpdir(), "rbee-bench-tmpfs-"));
+  const m = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", `size=${Math.ceil((size * 2.5) / 1024 / 1024)}m`, "tmpfs", dir], { stderr: "pipe" });
+  if (m.exitCode === 0) return { path: dir, unmount: () => (Bun.spawnSync(["umount", "-l", dir]), rmSync(dir, { recursive: true, force: true })) };
+  rmSync(dir, { recursive: true, force: true });
+  try {
+    return { path: mkdtempSync("/dev/shm/rbee-bench-") };
+  } catch {
+    return { missing: `no tmpfs: mount failed (${m.stderr.toString().trim()}) and /dev/shm is not writable` };
+  }
+}
+
+const unmounts: Array<() => void> = [];
+
+type Side = "provisioner" | "curl" | "curl+sha256sum+sync" | "hf download";
 
 async function main() {
   const size = Number(process.env.BENCH_SIZE ?? GiB);
@@ -168,72 +211,89 @@ async function main() {
   const sha256 = h.digest("hex");
   const hashMs = performance.now() - t0;
 
-  hub = await FakeHub.start({ chunkBytes: 1 << 20 });
+  // The hub answers as "localhost" and sends the CDN on 127.0.0.1: another host, as on the real
+  // hub (the hf CLI and the provisioner both follow the redirect to a host of its own).
+  hub = await FakeHub.start({ chunkBytes: 1 << 20, hubHost: "localhost" });
   hub.addRepo({ id: REPO, files: [{ path: FILE, size, seed: 42, sha256 }] });
   const url = `${hub.url}/${REPO}/resolve/main/${FILE}`;
   work = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), "rbee-bench-"));
-  const result: Record<string, unknown> = { bench: "download", file_bytes: size, work_dir: work, sha256_precompute_ms: Math.round(hashMs) };
-
-  const prov: ChildResult[] = [];
-  const curl: Array<{ ms: number; cpu_ms: number }> = [];
-  const curlVerified: Array<{ ms: number; cpu_ms: number }> = [];
-  const orders: string[][] = [];
-  for (let i = 0; i < runs; i++) {
-    const order = rotation(i, ["provisioner", "curl", "curl+sha256sum+sync"] as const);
-    orders.push(order);
-    log(`run ${i + 1}/${runs}: ${order.join(" → ")}`);
-    for (const side of order) {
-      await settle();
-      if (side === "provisioner") {
-        const models = join(work, `models-${i}`);
-        prov.push(await runChild(hub.url, models));
-        rmSync(models, { recursive: true, force: true });
-      } else {
-        const out = join(work, `curl-${i}.bin`);
-        if (side === "curl") curl.push(await runCmd(["curl", "-sS", "-L", "-o", out, url]));
-        else {
+  const hf = findHf();
+  const shm = tmpfsDir(size);
+  if ("unmount" in shm && shm.unmount) unmounts.push(shm.unmount);
+  else if ("path" in shm) unmounts.push(() => rmSync(shm.path, { recursive: true, force: true }));
+  const places: Array<{ name: "disk" | "tmpfs"; dir: string }> = [{ name: "disk", dir: work }];
+  if ("path" in shm) places.push({ name: "tmpfs", dir: shm.path });
+  const sides: Side[] = ["provisioner", "curl", "curl+sha256sum+sync", ...("cmd" in hf ? (["hf download"] as const) : [])];
+  const result: Record<string, unknown> = {
+    bench: "download",
+    file_bytes: size,
+    work_dir: work,
+    sha256_precompute_ms: Math.round(hashMs),
+    hf_cli: "cmd" in hf ? hf.version : `not measured: ${hf.missing}`,
+    tmpfs: "path" in shm ? shm.path : `not measured: ${shm.missing}`,
+  };
+  const rows: Row[] = [];
+  let pass = true;
+  for (const place of places) {
+    const got: Record<Side, Array<{ ms: number; cpu_ms: number }>> = { provisioner: [], curl: [], "curl+sha256sum+sync": [], "hf download": [] };
+    const orders: string[][] = [];
+    for (let i = 0; i < runs; i++) {
+      const order = rotation(i, sides);
+      orders.push(order);
+      log(`${place.name} run ${i + 1}/${runs}: ${order.join(" → ")}`);
+      for (const side of order) {
+        await settle();
+        const out = join(place.dir, `run-${i}`);
+        if (side === "provisioner") {
+          const r = await runChild(hub.url, join(out, "models"));
+          got.provisioner.push({ ms: r.ms, cpu_ms: r.cpu_ms ?? -1 });
+        } else if (side === "curl") got.curl.push(await runCmd(["curl", "-sS", "-L", "-o", join(out, "curl.bin"), "--create-dirs", url]));
+        else if (side === "curl+sha256sum+sync") {
           // the same work as the provisioner: download, verify the sha256, make it durable
-          curlVerified.push(
-            await runCmd(["sh", "-c", `curl -sS -L -o '${out}' '${url}' && echo '${sha256}  ${out}' | sha256sum -c --quiet && sync '${out}'`]),
-          );
+          const f = join(out, "curl.bin");
+          got[side].push(await runCmd(["sh", "-c", `curl -sS -L --create-dirs -o '${f}' '${url}' && echo '${sha256}  ${f}' | sha256sum -c --quiet && sync '${f}'`]));
+        } else if ("cmd" in hf) {
+          got[side].push(await runCmd([...hf.cmd, REPO, FILE, "--local-dir", join(out, "hf")], { HF_ENDPOINT: hub.url, HF_HUB_DISABLE_TELEMETRY: "1", HF_HUB_DISABLE_PROGRESS_BARS: "1", HF_HOME: join(out, "hf-home") }));
         }
-        rmSync(out, { force: true });
+        rmSync(out, { recursive: true, force: true });
       }
     }
+    const med = (xs: Array<{ ms: number }>) => median(xs.map((x) => x.ms));
+    const cpuPerGiB = (xs: Array<{ cpu_ms: number }>) => Math.round((median(xs.map((x) => x.cpu_ms)) / 1000 / (size / GiB)) * 100) / 100;
+    const provMs = med(got.provisioner);
+    const vsCurl = med(got.curl) / provMs;
+    const curlVerdict = verdict(vsCurl, TARGET_RATIO_VS_CURL, "at least");
+    pass &&= curlVerdict.pass;
+    const cpuNote = `CPU s/GiB: hive ${cpuPerGiB(got.provisioner)}, curl ${cpuPerGiB(got.curl)}, curl+sha256sum+sync ${cpuPerGiB(got["curl+sha256sum+sync"])}${got["hf download"].length ? `, hf ${cpuPerGiB(got["hf download"])}` : ""}`;
+    rows.push({
+      name: `download 1 file of ${Math.round((size / GiB) * 100) / 100} GiB on ${place.name}: throughput vs curl -o`,
+      figure: mbps(size, provMs),
+      baseline: mbps(size, med(got.curl)),
+      unit: "MB/s",
+      ratio: Math.round(vsCurl * 1000) / 1000,
+      target: `≥ ${TARGET_RATIO_VS_CURL}× curl`,
+      pass: curlVerdict.pass,
+      note: `${cpuNote}; curl -o neither hashes nor syncs: vs curl && sha256sum && sync ${Math.round((med(got["curl+sha256sum+sync"]) / provMs) * 1000) / 1000}× (${mbps(size, med(got["curl+sha256sum+sync"]))} MB/s)`,
+    });
+    if (got["hf download"].length) {
+      const vsHf = med(got["hf download"]) / provMs;
+      const hfVerdict = verdict(vsHf, TARGET_RATIO_VS_HF, "at least");
+      pass &&= hfVerdict.pass;
+      rows.push({ name: `download on ${place.name}: throughput vs hf download`, figure: mbps(size, provMs), baseline: mbps(size, med(got["hf download"])), unit: "MB/s", ratio: Math.round(vsHf * 1000) / 1000, target: `≥ ${TARGET_RATIO_VS_HF}× hf`, pass: hfVerdict.pass, note: `hf ${"cmd" in hf ? hf.version : ""}` });
+    } else {
+      pass = false;
+      rows.push({ name: `download on ${place.name}: throughput vs hf download`, figure: mbps(size, provMs), baseline: null, unit: "MB/s", ratio: null, target: `≥ ${TARGET_RATIO_VS_HF}× hf`, pass: null, note: `not measured: ${"missing" in hf ? hf.missing : ""}` });
+    }
+    result[place.name] = {
+      run_orders: orders,
+      MBps: Object.fromEntries(sides.map((s) => [s, got[s].map((r) => mbps(size, r.ms))])),
+      median_MBps: Object.fromEntries(sides.map((s) => [s, mbps(size, med(got[s]))])),
+      cpu_s_per_GiB: Object.fromEntries(sides.map((s) => [s, cpuPerGiB(got[s])])),
+      ratio_vs_curl: Math.round(vsCurl * 1000) / 1000,
+      verdict: curlVerdict,
+    };
   }
-  const provMs = prov.map((r) => r.ms);
-  const curlMs = curl.map((r) => r.ms);
-  const curlVMs = curlVerified.map((r) => r.ms);
-  const ratio = median(curlMs) / median(provMs);
-  const throughputVerdict = verdict(ratio, TARGET_RATIO_VS_CURL, "at least");
-  result.throughput = {
-    run_orders: orders,
-    provisioner_MBps: provMs.map((ms) => mbps(size, ms)),
-    curl_MBps: curlMs.map((ms) => mbps(size, ms)),
-    curl_sha256sum_sync_MBps: curlVMs.map((ms) => mbps(size, ms)),
-    provisioner_median_MBps: mbps(size, median(provMs)),
-    curl_median_MBps: mbps(size, median(curlMs)),
-    curl_sha256sum_sync_median_MBps: mbps(size, median(curlVMs)),
-    ratio_vs_curl: Math.round(ratio * 1000) / 1000,
-    ratio_vs_curl_sha256sum_sync: Math.round((median(curlVMs) / median(provMs)) * 1000) / 1000,
-    target_ratio_vs_curl: TARGET_RATIO_VS_CURL,
-    verdict: throughputVerdict,
-    pass: throughputVerdict.pass,
-    provisioner_inner_ms: prov.map((r) => Math.round(r.inner_ms ?? 0)),
-    provisioner_phases_ms: prov.map((r) => ({
-      transfer: r.phases?.transfer_ms,
-      hash_tail: r.phases?.hash_tail_ms,
-      fsync: r.phases?.fsync_ms,
-    })),
-    cpu_ms_per_run: {
-      provisioner: prov.map((r) => r.cpu_ms),
-      curl: curl.map((r) => r.cpu_ms),
-      curl_sha256sum_sync: curlVerified.map((r) => r.cpu_ms),
-    },
-    cores: navigator.hardwareConcurrency,
-    note:
-      "wall time of a child process each (start included). provisioner = plan API calls, one Range stream via the 302 to the CDN port (more only if it is slow), sha256 inline in file order, fdatasync every 32 MiB, fsync, rename, snapshot link. curl = curl -sSL -o (no verification, no fsync). The fake hub runs in this process on the same cores.",
-  };
+  if ("missing" in shm) rows.push({ name: "download on tmpfs", figure: null, target: null, pass: null, note: `not measured: ${shm.missing}` });
 
   // Kill at ~50 %, restart, finish.
   hub.clearLog();
@@ -261,7 +321,16 @@ async function main() {
     verdict: servedVerdict,
     pass: servedVerdict.pass,
   };
-  return { ...result, pass: throughputVerdict.pass && servedVerdict.pass };
+  rows.push({
+    name: "SIGKILL at ~50 %, restart, finish: bytes served in total",
+    figure: Math.round((served / GiB) * 1000) / 1000,
+    baseline: Math.round((size / GiB) * 1000) / 1000,
+    unit: "GiB",
+    ratio: Math.round((served / size) * 1000) / 1000,
+    target: `≤ ${TARGET_SERVED_FACTOR}× the file`,
+    pass: servedVerdict.pass,
+  });
+  return { ...result, rows, pass: pass && servedVerdict.pass };
 }
 
 if (process.argv[2] === "--child") {

@@ -77,3 +77,25 @@ export async function runBench(
   }
   process.exit(exitCode);
 }
+
+/**
+ * One line of the runner's table (bench/run.ts): a figure beside its baseline from the same run,
+ * their ratio, and the target it is judged against (`target: null` = reported, not judged). A bench
+ * puts these in `rows` of its JSON report; for benches without `rows` the runner reads every
+ * nested `verdict`.
+ */
+export interface Row {
+  name: string;
+  figure: number | string | null;
+  baseline?: number | string | null;
+  unit?: string;
+  /** figure / baseline, or for a verdict figure / target. */
+  ratio?: number | null;
+  /** e.g. "≥ 0.8× bare", "≤ 50 ms"; null: reported only. */
+  target: string | null;
+  /** null: not judged (reported), or not measured (see note). */
+  pass: boolean | null;
+  note?: string;
+}
+
+export const ratio3 = (a: number, b: number) => Math.round((a / b) * 1000) / 1000;

@@ -21,6 +21,7 @@ import { adoptWorkers, type AdoptingLifecycle, type AdoptionOutcome } from "./wo
 import { persistWorkers, WORKERS_SCHEMA, WorkerStore } from "./workers/persistence.ts";
 import type { WorkerRegistry } from "./workers/registry.ts";
 import type { WorkerInfo } from "./workers/schemas.ts";
+import { findStrays, stopStrays } from "./workers/strays.ts";
 
 export const STATE_FILE = "state.db";
 
@@ -93,6 +94,18 @@ export async function takeOver(d: TakeOverDeps): Promise<TakeOver> {
     });
   }
   void outcome.stops.catch((e) => d.logger.warn("stopping a left-over worker failed", { err: errorMessage(e) }));
+  // Workers of this data dir that the saved state does not account for (never saved, or state.db
+  // was damaged): nothing could manage them, so they are stopped. Before the hive listens, so no
+  // restored worker has been launched yet.
+  const known = { pids: new Set<number>(), pgids: new Set<number>() };
+  for (const { record, process: proc } of saved) {
+    if (record.pid) known.pids.add(record.pid);
+    if (proc) known.pids.add(proc.pid), known.pgids.add(proc.pgid);
+  }
+  const strays = findStrays(resolved.logsDir, known);
+  if (strays.length > 0) {
+    void stopStrays(strays, config.workers.stop_grace_s * 1000, d.logger).catch((e) => d.logger.warn("stopping a stray worker failed", { err: errorMessage(e) }));
+  }
   return { outcome, stopPersisting };
 }
 

@@ -66,7 +66,10 @@ export const errorPlugin = (logger: Logger) =>
       case "NOT_FOUND":
         return jsonError(404, "NOT_FOUND", `no route ${request.method} ${path}`);
       default: {
-        const status = typeof code === "number" ? code : 500;
+        // A body the client cut short (it closed its side mid-body) surfaces as the read's
+        // AbortError, whose DOMException code (20) Elysia passes on as if it were a status.
+        if ((error as Error)?.name === "AbortError") return jsonError(400, "REQUEST_ABORTED", "the request body ended before it was complete");
+        const status = typeof code === "number" && code >= 400 && code <= 599 ? code : 500;
         if (status === 413) return jsonError(413, "PAYLOAD_TOO_LARGE", "request body too large");
         if (status < 500) return jsonError(status, "REQUEST_FAILED", (error as Error)?.message ?? "request failed");
         logger.error("unhandled error", {

@@ -2,6 +2,8 @@
  * One line per event. `json` for machines (systemd/journald, log shippers), `pretty` for a TTY.
  * Level comes from RBEE_LOG (debug|info|warn|error). Never pass a token in: use auth-min's fingerprint.
  */
+import { writeSync } from "node:fs";
+
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type LogFormat = "pretty" | "json";
 export type LogFields = Record<string, unknown>;
@@ -34,21 +36,119 @@ function formatValue(v: unknown): string {
   return JSON.stringify(v);
 }
 
+/** A batch this large goes out at once. */
+const BATCH_MAX_LINES = 512;
+
+/**
+ * Lines for stderr, written in batches: a line waits for the end of the current turn of the event
+ * loop (setImmediate) and goes out with the other lines of that turn in one write. A write per
+ * line was the largest single cost of a request (one request log line each). The batch is written
+ * before the process handles its next I/O event, so whoever sees the effect of a later request
+ * (or of the socket listening) has the earlier lines already. `warn` and `error` lines go out at
+ * once with what is pending, and whatever is pending at exit is written synchronously.
+ */
+export function batchedStderr(fd = 2): { write: (line: string, urgent?: boolean) => void; flush: () => void } {
+  let pending: string[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending.length === 0) return;
+    const chunk = pending.join("\n") + "\n";
+    pending = [];
+    writeChunk(fd, chunk);
+  };
+  process.on("exit", () => {
+    if (pending.length === 0) return;
+    const chunk = pending.join("\n") + "\n";
+    pending = [];
+    writeAllSync(fd, chunk);
+  });
+  return {
+    write(line, urgent = false) {
+      pending.push(line);
+      if (urgent || pending.length >= BATCH_MAX_LINES) flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    },
+    flush,
+  };
+}
+
+/** Set while process.stderr holds queued bytes: later chunks queue behind them, in order. */
+let queuedInStream = false;
+
+/**
+ * One write(2) of the chunk (process.stderr.write costs several times more per byte); what a full
+ * non-blocking pipe did not take goes to process.stderr's own queue, and so does every later
+ * chunk until that queue has drained, so lines never interleave.
+ */
+function writeChunk(fd: number, chunk: string): void {
+  if (queuedInStream && fd === 2) {
+    process.stderr.write(chunk);
+    return;
+  }
+  let buf: Buffer | undefined;
+  try {
+    const written = writeSync(fd, chunk);
+    if (written === Buffer.byteLength(chunk)) return;
+    buf = Buffer.from(chunk).subarray(written);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return; // stderr is gone: nothing to tell
+    buf = Buffer.from(chunk);
+  }
+  if (fd !== 2) return writeAllSync(fd, buf.toString());
+  if (!process.stderr.write(buf)) {
+    queuedInStream = true;
+    process.stderr.once("drain", () => (queuedInStream = false));
+  }
+}
+
+/** A synchronous write of the whole chunk (at exit nothing asynchronous runs any more). */
+function writeAllSync(fd: number, chunk: string): void {
+  let buf = Buffer.from(chunk);
+  for (let tries = 0; buf.length > 0 && tries < 1000; tries++) {
+    try {
+      buf = buf.subarray(writeSync(fd, buf));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return; // stderr is gone: nothing to tell
+    }
+  }
+}
+
+let stderrBatch: ReturnType<typeof batchedStderr> | undefined;
+
+/** The ISO time of `ms`, computed once per millisecond (many request lines share one). */
+let lastMs = -1;
+let lastIso = "";
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
 export function createLogger(opts: LoggerOptions, base: LogFields = {}): Logger {
-  const write = opts.write ?? ((line: string) => process.stderr.write(line + "\n"));
-  const now = opts.now ?? (() => new Date());
+  const write: (line: string, urgent?: boolean) => void =
+    opts.write ?? (stderrBatch ??= batchedStderr()).write;
+  const timestamp = opts.now ? () => opts.now!().toISOString() : isoNow;
   const min = LEVEL_RANK[opts.level];
+  const hasBase = Object.keys(base).length > 0;
   const emit = (level: LogLevel, msg: string, fields?: LogFields) => {
     if (LEVEL_RANK[level] < min) return;
-    const all = { ...base, ...fields };
+    const urgent = level === "warn" || level === "error";
     if (opts.format === "json") {
-      write(JSON.stringify({ ts: now().toISOString(), level, msg, ...all }));
+      write(JSON.stringify(hasBase ? { ts: timestamp(), level, msg, ...base, ...fields } : { ts: timestamp(), level, msg, ...fields }), urgent);
     } else {
+      const all = { ...base, ...fields };
       const kv = Object.entries(all)
         .filter(([, v]) => v !== undefined)
         .map(([k, v]) => `${k}=${formatValue(v)}`)
         .join(" ");
-      write(`${now().toISOString()} ${level.toUpperCase().padEnd(5)} ${msg}${kv ? " " + kv : ""}`);
+      write(`${timestamp()} ${level.toUpperCase().padEnd(5)} ${msg}${kv ? " " + kv : ""}`, urgent);
     }
   };
   return {

@@ -17,9 +17,10 @@ const tooLarge = (limit: number, size?: number) =>
 
 export const bodyLimitPlugin = (opts: BodyLimitOptions) =>
   new Elysia({ name: "hive.body-limit" }).onRequest(async ({ request }) => {
+    // Most requests (GET, HEAD, DELETE) carry no body: nothing to measure, not even the path.
+    if (!request.body) return;
     const limit = opts.limitFor(pathOf(request));
     if (limit === null) return; // never read ahead: the route streams the body and counts it
-    if (!request.body) return;
     const declared = declaredLength(request);
     if (declared !== undefined) return declared > limit ? tooLarge(limit, declared) : undefined;
     if ((await readBounded(request, limit)) === null) return tooLarge(limit);
