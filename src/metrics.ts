@@ -12,6 +12,7 @@ import type { HiveBus } from "./events.ts";
 import type { WorkerRegistry } from "./workers/registry.ts";
 import type { HostSnapshot } from "./resources/types.ts";
 import { BUILD_COMMIT, BUILD_TARGET, VERSION } from "./version.ts";
+import { KeyedHistogram } from "./shared/keyed-histogram.ts";
 
 /** The last device detection, and a way to ask for a fresh one without waiting for it. */
 export interface HostView {
@@ -205,14 +206,15 @@ export class HiveMetrics {
     }
 
     // ---- HTTP
-    const requestDuration = histogram("http_request_duration_seconds", "Requests by method, route template (unmatched: no route) and status, until the answer's headers", SECONDS_BUCKETS, [
-      "method",
-      "route",
-      "status",
-    ]);
-    d.bus.on("http_request", (e) =>
-      requestDuration.observe({ method: HTTP_METHODS.has(e.method) ? e.method : "other", route: e.route, status: String(e.status) }, e.seconds),
+    // One observation per request: a keyed histogram (src/shared/keyed-histogram.ts), not prom-client's.
+    const requestDuration = new KeyedHistogram(
+      PREFIX + "http_request_duration_seconds",
+      "Requests by method, route template (unmatched: no route) and status, until the answer's headers",
+      ["method", "route", "status"],
+      SECONDS_BUCKETS,
+      this.registry,
     );
+    d.bus.on("http_request", (e) => requestDuration.observe([HTTP_METHODS.has(e.method) ? e.method : "other", e.route, String(e.status)], e.seconds));
 
     // ---- shutdown, audit, queen
     this.shutdownDuration = histogram("shutdown_duration_seconds", "Graceful shutdowns of the hive on this data dir, observed by the next hive at its start", [0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 120]);

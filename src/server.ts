@@ -11,6 +11,9 @@ import { jsonError } from "./http/errors.ts";
 import { pathOf } from "./http/request-path.ts";
 import { CORRELATION_HEADER, contextOf } from "./shared/correlation.ts";
 
+/** Routes machines poll every few seconds. */
+const POLLED_PATHS: ReadonlySet<string> = new Set(["/v1/health", "/metrics"]);
+
 /** What the socket tells about each answered request (the HTTP metrics). */
 export interface AnsweredRequest {
   method: string;
@@ -67,11 +70,14 @@ export function serve(fetch: FetchHandler, opts: ServeOptions): HiveServer {
           response = jsonError(500, "INTERNAL", "internal error");
         }
       }
-      await ctx.held();
+      if (ctx.holding) await ctx.held();
       response = withCorrelationId(response, ctx.correlationId);
       const path = hasHost ? pathOf(request) : null;
       const ms = performance.now() - started;
-      opts.logger.info("request", {
+      // A successful poll by a machine (queen-rbee's health checks, a Prometheus scrape) is a debug
+      // line: at info they would bury what people read in journald. Any failure stays at info.
+      const quiet = response.status < 400 && path !== null && POLLED_PATHS.has(path);
+      (quiet ? opts.logger.debug : opts.logger.info)("request", {
         method: request.method,
         path: path ?? request.url,
         status: response.status,

@@ -95,25 +95,27 @@ describe("daemon process", () => {
       const port = freePort();
       const { proc, stderr } = startDaemon(port, env, args);
       await waitHealthy(port);
+      expect((await fetch(`http://127.0.0.1:${port}/v1/workers/list`)).status).toBe(200);
       expect(await exitAfter(proc, "SIGTERM")).toBe(0);
       await stderr.done;
       return stderr.text.trim().split("\n");
     };
     const json = await run([]);
     const parsed = json.map((l) => JSON.parse(l));
-    expect(parsed.find((l) => l.msg === "request")).toEqual({
+    // The health polls before it are debug lines, not shown at info.
+    expect(parsed.filter((l) => l.msg === "request")).toEqual([{
       ts: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
       level: "info",
       msg: "request",
       method: "GET",
-      path: "/v1/health",
+      path: "/v1/workers/list",
       status: 200,
       ms: expect.any(Number),
       correlation_id: expect.stringMatching(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/),
-    });
+    }]);
     const pretty = await run(["--log-format", "pretty"]);
     expect(pretty.filter((l) => / request /.test(l))[0]).toMatch(
-      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO  request method=GET path=\/v1\/health status=200 ms=\d+(\.\d+)? correlation_id=[0-9a-f-]{36}$/,
+      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO  request method=GET path=\/v1\/workers\/list status=200 ms=\d+(\.\d+)? correlation_id=[0-9a-f-]{36}$/,
     );
     const quiet = await run(["--log-format", "json"], { RBEE_LOG: "warn" });
     expect(quiet.filter((l) => l !== "")).toEqual([]); // nothing at warn or above happened

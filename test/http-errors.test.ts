@@ -89,12 +89,19 @@ describe("error bodies", () => {
     });
   });
 
-  test("every request is logged with method, path, status, duration and correlation id", async () => {
-    const res = await fetch(server.url + "/v1/health");
-    const id = res.headers.get("x-correlation-id");
-    expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
-    const line = logger.lines.map((l) => JSON.parse(l)).find((l) => l.msg === "request" && l.correlation_id === id);
-    expect(line).toEqual({ ts: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/), level: "info", msg: "request", method: "GET", path: "/v1/health", status: 200, ms: expect.any(Number), correlation_id: id });
+  test("every request is logged with method, path, status, duration and correlation id; a successful health poll at debug", async () => {
+    const lineOf = async (path: string) => {
+      const res = await fetch(server.url + path);
+      const id = res.headers.get("x-correlation-id");
+      expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+      return { id, status: res.status, line: logger.lines.map((l) => JSON.parse(l)).find((l) => l.msg === "request" && l.correlation_id === id) };
+    };
+    const ts = expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    const missing = await lineOf("/v1/no-such-route");
+    expect(missing.line).toEqual({ ts, level: "info", msg: "request", method: "GET", path: "/v1/no-such-route", status: 404, ms: expect.any(Number), correlation_id: missing.id });
+    // queen-rbee polls health: its successful answers would flood journald at info.
+    const health = await lineOf("/v1/health");
+    expect(health.line).toEqual({ ts, level: "debug", msg: "request", method: "GET", path: "/v1/health", status: 200, ms: expect.any(Number), correlation_id: health.id });
   });
 
   test("the OpenAPI spec lists the routes with their schemas", async () => {

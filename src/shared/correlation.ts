@@ -36,29 +36,48 @@ export interface RequestContext extends OutboundContext {
   readonly deadlineInvalid: boolean;
   /** The answer is sent only once `p` settles (bounded by whoever hands it in). */
   hold(p: Promise<unknown>): void;
+  /** Something is held: the answer must wait for held(). */
+  readonly holding: boolean;
   /** Resolves when everything held has settled (never rejects). */
   held(): Promise<void>;
 }
 
-const contexts = new WeakMap<Request, RequestContext>();
+/** A class, not closures, and no promise unless something is held: this runs for every request. */
+class Context implements RequestContext {
+  readonly correlationId: string;
+  readonly deadline: number | null;
+  readonly deadlineInvalid: boolean;
+  private holds: Promise<unknown>[] | null = null;
+
+  constructor(headers: Headers) {
+    const deadline = parseDeadline(headers.get("x-deadline"));
+    this.correlationId = correlationIdFrom(headers.get(CORRELATION_HEADER));
+    this.deadline = deadline.value;
+    this.deadlineInvalid = deadline.invalid;
+  }
+
+  hold(p: Promise<unknown>): void {
+    (this.holds ??= []).push(p);
+  }
+
+  get holding(): boolean {
+    return this.holds !== null && this.holds.length > 0;
+  }
+
+  async held(): Promise<void> {
+    while (this.holds && this.holds.length > 0) await Promise.allSettled(this.holds.splice(0));
+  }
+}
 
 export function createRequestContext(headers: Headers): RequestContext {
-  const deadline = parseDeadline(headers.get("x-deadline"));
-  const holds: Promise<unknown>[] = [];
-  return {
-    correlationId: correlationIdFrom(headers.get(CORRELATION_HEADER)),
-    deadline: deadline.value,
-    deadlineInvalid: deadline.invalid,
-    hold: (p) => void holds.push(p),
-    held: async () => {
-      while (holds.length > 0) await Promise.allSettled(holds.splice(0));
-    },
-  };
+  return new Context(headers);
 }
+
+/** Where a request's context is kept: a symbol-keyed property (cheaper than a WeakMap lookup per hook). */
+const CONTEXT = Symbol("rbee.requestContext");
 
 /** The request's context: made at the socket; made here on first use for requests that did not pass it (app.handle in tests). */
 export function contextOf(request: Request): RequestContext {
-  let ctx = contexts.get(request);
-  if (!ctx) contexts.set(request, (ctx = createRequestContext(request.headers)));
-  return ctx;
+  const holder = request as Request & { [CONTEXT]?: RequestContext };
+  return (holder[CONTEXT] ??= new Context(request.headers));
 }
