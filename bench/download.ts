@@ -156,25 +156,39 @@ async function cleanup(): Promise<void> {
   for (const u of unmounts) u();
 }
 
-/** The `hf` CLI (huggingface_hub), if installed: on PATH or in the venv named by BENCH_HF_VENV. */
+/** Where the bench makes its own venv for the hf CLI when none is given (bench/out is ignored by git). */
+const OWN_HF_VENV = join(import.meta.dir, "out", "hf-venv");
+
+/**
+ * The `hf` CLI (huggingface_hub): in BENCH_HF_VENV, on PATH, in bench/out/hf-venv, or installed
+ * there now with `python3 -m venv` + `pip install huggingface-hub` (whatever index pip is set up
+ * with); if none of that works the row says why it was not measured.
+ */
 function findHf(): { cmd: string[]; version: string } | { missing: string } {
-  const candidates = [
-    ...(process.env.BENCH_HF_VENV ? [join(process.env.BENCH_HF_VENV, "bin", "hf")] : []),
-    "hf",
-    "huggingface-cli",
-  ];
-  for (const c of candidates) {
-    const r = Bun.spawnSync(["sh", "-c", `command -v "${c}"`], { stdout: "pipe" });
-    const path = r.stdout.toString().trim();
-    if (r.exitCode === 0 && path) {
-      const v = Bun.spawnSync([path, "version"], { stdout: "pipe", stderr: "pipe" });
-      return { cmd: [path, "download"], version: (v.stdout.toString() || v.stderr.toString()).trim().split("\n")[0] ?? path };
+  const venvHf = (venv: string) => join(venv, "bin", "hf");
+  const candidates = [...(process.env.BENCH_HF_VENV ? [venvHf(process.env.BENCH_HF_VENV)] : []), "hf", "huggingface-cli", venvHf(OWN_HF_VENV)];
+  const found = () => {
+    for (const c of candidates) {
+      const r = Bun.spawnSync(["sh", "-c", 'command -v "$0"', c], { stdout: "pipe" });
+      const path = r.stdout.toString().trim();
+      if (r.exitCode === 0 && path) return path;
     }
-  }
-  return {
-    missing:
-      "the hf CLI (pip install huggingface-hub) is not installed: PyPI is not reachable from this machine and Debian bookworm packages no huggingface-hub (set BENCH_HF_VENV to a venv that has it)",
+    return null;
   };
+  let path = found();
+  let installError = "";
+  if (!path) {
+    log(`no hf CLI: installing huggingface-hub into ${OWN_HF_VENV}`);
+    const venv = Bun.spawnSync(["python3", "-m", "venv", OWN_HF_VENV], { stderr: "pipe" });
+    const pip = venv.exitCode === 0 ? Bun.spawnSync([join(OWN_HF_VENV, "bin", "pip"), "install", "-q", "huggingface-hub"], { stderr: "pipe" }) : venv;
+    installError = pip.exitCode === 0 ? "" : pip.stderr.toString().trim().split("\n").at(-1) ?? "";
+    path = found();
+  }
+  if (!path) return { missing: `the hf CLI is not installed and \`pip install huggingface-hub\` in a venv failed (${installError || "no python3"}); set BENCH_HF_VENV to a venv that has it` };
+  // `hf version` prints colours and a hint; keep "hf <version>".
+  const v = Bun.spawnSync([path, "version"], { stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+  const version = /version:\s*(\S+)/.exec(Bun.stripANSI(v.stdout.toString() + v.stderr.toString()))?.[1];
+  return { cmd: [path, "download"], version: `hf ${version ?? "(version unknown)"}` };
 }
 
 /** A tmpfs of our own (root), else /dev/shm, else none: where the disk leaves the comparison. */
@@ -279,7 +293,7 @@ async function main() {
       const vsHf = med(got["hf download"]) / provMs;
       const hfVerdict = verdict(vsHf, TARGET_RATIO_VS_HF, "at least");
       pass &&= hfVerdict.pass;
-      rows.push({ name: `download on ${place.name}: throughput vs hf download`, figure: mbps(size, provMs), baseline: mbps(size, med(got["hf download"])), unit: "MB/s", ratio: Math.round(vsHf * 1000) / 1000, target: `≥ ${TARGET_RATIO_VS_HF}× hf`, pass: hfVerdict.pass, note: `hf ${"cmd" in hf ? hf.version : ""}` });
+      rows.push({ name: `download on ${place.name}: throughput vs hf download`, figure: mbps(size, provMs), baseline: mbps(size, med(got["hf download"])), unit: "MB/s", ratio: Math.round(vsHf * 1000) / 1000, target: `≥ ${TARGET_RATIO_VS_HF}× hf`, pass: hfVerdict.pass, note: "cmd" in hf ? hf.version : "" });
     } else {
       pass = false;
       rows.push({ name: `download on ${place.name}: throughput vs hf download`, figure: mbps(size, provMs), baseline: null, unit: "MB/s", ratio: null, target: `≥ ${TARGET_RATIO_VS_HF}× hf`, pass: null, note: `not measured: ${"missing" in hf ? hf.missing : ""}` });

@@ -46,6 +46,8 @@ const TARGET_TTFT_MS = 2;
 const TOKEN = "bench-proxy-token-0123456789";
 const REALWORKER = join(ROOT, "../shared/realworker");
 const LLAMA_SERVER = join(REALWORKER, "llama-server");
+/** No single streamed request of these runs takes more than a few seconds. */
+const STREAM_TIMEOUT_MS = 60_000;
 const LLAMA_MODEL = join(REALWORKER, "tiny-random.Q8_0.gguf");
 
 const log = benchLog("proxy");
@@ -139,7 +141,9 @@ interface Stream {
 async function stream(url: string, body: string, marker: string): Promise<Stream> {
   const t0 = now();
   // A new connection per request on both sides: llama-server resets kept-alive ones now and then.
-  const res = await fetch(url, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body, keepalive: false });
+  // A hang guard: once a direct llama-server request's body never ended after its socket closed
+  // (Bun's client); a run must fail with the URL, not wait forever.
+  const res = await fetch(url, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body, keepalive: false, signal: AbortSignal.timeout(STREAM_TIMEOUT_MS) });
   if (res.status !== 200) throw new Error(`${url}: ${res.status} ${await res.text()}`);
   const reader = res.body!.getReader();
   const decoder = new TextDecoder();
@@ -147,7 +151,9 @@ async function stream(url: string, body: string, marker: string): Promise<Stream
   let tokens = 0;
   let carry = "";
   for (;;) {
-    const { done, value } = await reader.read();
+    const { done, value } = await reader.read().catch((e: Error) => {
+      throw new Error(`${url}: the stream failed after ${tokens} tokens: ${e.name} ${e.message}`);
+    });
     if (done) break;
     const text = carry + decoder.decode(value, { stream: true });
     for (let i = text.indexOf(marker); i >= 0; i = text.indexOf(marker, i + marker.length)) tokens++;

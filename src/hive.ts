@@ -138,7 +138,11 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
       workersController(lifecycle, registry),
       proxyController({ passthrough, activity, registry, server: serverRef }),
       metricsController(observability.metrics),
-      modelsController(models.service, models.tracker, streams),
+      modelsController(models.service, models.tracker, {
+        ...streams,
+        // The catalog keeps GGUF metadata: no file is read for a listed model's estimate.
+        memoryEstimate: (entry) => resources.footprints.shape(entry).then((shape) => resources.preflight.estimate(shape).total_bytes, () => null),
+      }),
       resourcesController({
         inventory: resources.inventory,
         preflight: resources.preflight,

@@ -294,6 +294,14 @@ describe("worker records and the worker's command line", () => {
     expect([a.memory_estimate_bytes, b.memory_estimate_bytes]).toEqual([TINY, 3072 + 512 * 1024]);
   });
 
+  test("GET /v1/models lists each model with the estimate a spawn at the default context reserves", async () => {
+    const h = await gpuHive(64);
+    const { worker_id } = await h.spawn({ backend: "cuda" });
+    const idle = await h.waitState(worker_id, (w) => w.state === "idle", "idle");
+    const listed = ((await (await h.api("/v1/models")).json()) as any).models as any[];
+    expect(listed.map((m) => [m.model_ref, m.memory_estimate_bytes])).toEqual([[idle.model_ref, TINY]]);
+  });
+
   test("workers do not inherit HF_TOKEN unless their profile sets it", async () => {
     const before = process.env.HF_TOKEN;
     process.env.HF_TOKEN = "hf_test_secret_token";

@@ -215,6 +215,11 @@ describe.skipIf(!haveChromium)("status page in headless Chromium", () => {
     const modelKey = "hf:org/tiny-GGUF@main";
     await waitForCell(page, "models", modelKey, "model", (t) => t === "hf:org/tiny-GGUF", "the model in the catalog table");
     expect(await cellText(page, "models", modelKey, "size")).toBe("1.0 MiB");
+    // The estimate the API lists for it, formatted as every byte count on the page is.
+    const listed = ((await (await fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as any).models;
+    const estimate = listed.find((m: any) => m.model_ref === "hf:org/tiny-GGUF").memory_estimate_bytes as number;
+    expect(estimate).toBeGreaterThan(1024 * 1024);
+    expect(await cellText(page, "models", modelKey, "memory")).toBe(`${(estimate / 1024 ** (estimate >= 1024 ** 3 ? 3 : 2)).toFixed(1)} ${estimate >= 1024 ** 3 ? "GiB" : "MiB"}`);
     await page.focus(`#models tr[data-key="${modelKey}"] [data-action="spawn"]`);
     await page.keyboard.press("Enter");
     await page.locator("#confirm").waitFor({ state: "visible" });

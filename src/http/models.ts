@@ -22,7 +22,13 @@ const PurgeQuery = t.Object({
 export const modelsController = (
   models: ModelService,
   tracker: DownloadTracker,
-  opts: { keepAliveMs: number; shutdown: AbortSignal; server: ServerRef },
+  opts: {
+    keepAliveMs: number;
+    shutdown: AbortSignal;
+    server: ServerRef;
+    /** A catalog entry's memory estimate at the default context (bytes), or null; none: null for all. */
+    memoryEstimate?: (entry: CatalogEntry) => Promise<number | null>;
+  },
 ) =>
   new Elysia({ name: "hive.models" })
     .model(namedModels({ DownloadRequest, DownloadAnswer, DownloadJobInfo, DownloadList, CatalogEntry, ModelList, RemovedModel }))
@@ -82,10 +88,16 @@ export const modelsController = (
         detail: { tags: ["models"], summary: "Cancel a download; partial files are kept for resume unless ?purge=true" },
       },
     )
-    .get("/v1/models", () => ({ models: models.list() }), {
-      response: { 200: "ModelList", ...errorResponses },
-      detail: { tags: ["models"], summary: "Models in the catalog (complete and verified on disk)" },
-    })
+    .get(
+      "/v1/models",
+      async () => ({
+        models: await Promise.all(models.list().map(async (m) => ({ ...m, memory_estimate_bytes: (await opts.memoryEstimate?.(m)) ?? null }))),
+      }),
+      {
+        response: { 200: "ModelList", ...errorResponses },
+        detail: { tags: ["models"], summary: "Models in the catalog (complete and verified on disk), each with its memory estimate" },
+      },
+    )
     .delete("/v1/models", ({ query }) => models.remove(query), {
       query: ModelQuery,
       response: { 200: "RemovedModel", ...errorResponses, 409: ErrorResponse },

@@ -74,7 +74,18 @@ export type DownloadAnswer = Static<typeof DownloadAnswer>;
 
 export const DownloadList = t.Object({ downloads: t.Array(DownloadJobInfo) });
 
-export const ModelList = t.Object({ models: t.Array(CatalogEntry) });
+/** A catalog entry as GET /v1/models lists it: with its memory estimate at the default context. */
+export const ListedModel = t.Composite([
+  CatalogEntry,
+  t.Object({
+    memory_estimate_bytes: t.Union([t.Integer(), t.Null()], {
+      description: "hive addition: the memory a worker of this model needs at the default context (weights + KV cache + overhead; see GET /v1/capacity for a device); null when it cannot be estimated",
+    }),
+  }),
+]);
+export type ListedModel = Static<typeof ListedModel>;
+
+export const ModelList = t.Object({ models: t.Array(ListedModel) });
 
 export const RemovedModel = t.Object({ model_ref: t.String(), removed: t.Literal(true), freed_bytes: t.Integer() });
 export type RemovedModel = Static<typeof RemovedModel>;

@@ -175,7 +175,7 @@ function updateModelRow(tr, m) {
   setText(cell(tr, "model"), `${dash(m.model_ref)}${m.revision && m.revision !== "main" ? ` @ ${m.revision}` : ""}`);
   setText(cell(tr, "format"), [m.format, m.quantization].filter(Boolean).join(" ") || "—");
   setText(cell(tr, "size"), fmtBytes(m.size_bytes));
-  const est = m.memory_estimate_bytes ?? m.estimate?.needed_bytes;
+  const est = m.memory_estimate_bytes;
   setText(cell(tr, "memory"), typeof est === "number" ? fmtBytes(est) : "—");
 }
 
