@@ -35,7 +35,7 @@ import { Provisioner } from "../src/models/provisioner/index.ts";
 import { modelSettings } from "../src/models/settings.ts";
 import { createLogger } from "../src/shared/logger.ts";
 import { FakeHub, contentSource } from "../test/fixtures/fake-hub.ts";
-import { benchLog, precondition, rotation, runBench, verdict, type Row } from "./harness.ts";
+import { benchLog, precondition, rotation, runBench, stdoutLines, verdict, type Row } from "./harness.ts";
 
 const GiB = 1024 ** 3;
 const REPO = "bench/Bench-GGUF";
@@ -91,21 +91,13 @@ async function runChild(endpoint: string, modelsDir: string, killAtBytes?: numbe
     let done: Record<string, unknown> | null = null;
     let killedAt: number | undefined;
     let phases: ChildResult["phases"];
-    const decoder = new TextDecoder();
-    let buf = "";
-    for await (const chunk of proc.stdout as unknown as AsyncIterable<Uint8Array>) {
-      buf += decoder.decode(chunk, { stream: true });
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        const msg = JSON.parse(line) as Record<string, unknown>;
-        if (msg.done) done = msg;
-        else if (msg.phases) phases = msg.phases as ChildResult["phases"];
-        else if (killAtBytes !== undefined && killedAt === undefined && (msg.progress as number) >= killAtBytes) {
-          killedAt = msg.progress as number;
-          proc.kill("SIGKILL");
-        }
+    for await (const line of stdoutLines(proc)) {
+      const msg = JSON.parse(line) as Record<string, unknown>;
+      if (msg.done) done = msg;
+      else if (msg.phases) phases = msg.phases as ChildResult["phases"];
+      else if (killAtBytes !== undefined && killedAt === undefined && (msg.progress as number) >= killAtBytes) {
+        killedAt = msg.progress as number;
+        proc.kill("SIGKILL");
       }
     }
     const code = await proc.exited;

@@ -99,3 +99,16 @@ export interface Row {
 }
 
 export const ratio3 = (a: number, b: number) => Math.round((a / b) * 1000) / 1000;
+
+/** A child's stdout, line by line (without the newline), until it closes. */
+export async function* stdoutLines(proc: Bun.Subprocess): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let buf = "";
+  for await (const chunk of proc.stdout as unknown as AsyncIterable<Uint8Array>) {
+    buf += decoder.decode(chunk, { stream: true });
+    for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+      yield buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+    }
+  }
+}

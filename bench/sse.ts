@@ -22,7 +22,7 @@ import { join } from "node:path";
 import { freePort, tempDir } from "../test/helpers.ts";
 import { FakeHub } from "../test/fixtures/fake-hub.ts";
 import { prepareDataDir } from "../test/fixtures/hive-process.ts";
-import { benchLog, precondition, ratio3, round, runBench, stats, type Row } from "./harness.ts";
+import { benchLog, precondition, ratio3, round, runBench, stats, stdoutLines, type Row } from "./harness.ts";
 
 const TOKEN = "bench-sse-token-0123456789abcdef";
 const TARGET_SPREAD_MS = 50;
@@ -122,18 +122,10 @@ function lines(proc: Bun.Subprocess) {
   const queue: string[] = [];
   const waiters: Array<(l: string) => void> = [];
   void (async () => {
-    const decoder = new TextDecoder();
-    let buf = "";
-    for await (const chunk of proc.stdout as unknown as AsyncIterable<Uint8Array>) {
-      buf += decoder.decode(chunk, { stream: true });
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        const w = waiters.shift();
-        if (w) w(line);
-        else queue.push(line);
-      }
+    for await (const line of stdoutLines(proc)) {
+      const w = waiters.shift();
+      if (w) w(line);
+      else queue.push(line);
     }
   })();
   return (timeoutMs = 60_000) =>

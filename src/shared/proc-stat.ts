@@ -56,18 +56,22 @@ export function identify(pid: number, startTime: string): ProcessIdentity {
   return st.startTime === startTime ? "same" : "other";
 }
 
-/** Live members of a process group, from a scan of /proc (empty where /proc is missing). */
-export function groupMembers(pgid: number): ProcStat[] {
-  const out: ProcStat[] = [];
+/** Every pid in /proc (empty where /proc is missing). */
+export function procPids(): number[] {
   let entries: string[];
   try {
     entries = readdirSync("/proc");
   } catch {
-    return out;
+    return [];
   }
-  for (const entry of entries) {
-    if (entry.charCodeAt(0) < 48 || entry.charCodeAt(0) > 57) continue;
-    const st = readProcStat(Number(entry));
+  return entries.filter((e) => e.charCodeAt(0) >= 48 && e.charCodeAt(0) <= 57).map(Number);
+}
+
+/** Live members of a process group, from a scan of /proc (empty where /proc is missing). */
+export function groupMembers(pgid: number): ProcStat[] {
+  const out: ProcStat[] = [];
+  for (const pid of procPids()) {
+    const st = readProcStat(pid);
     if (st && st.pgrp === pgid && isLiveState(st.state)) out.push(st);
   }
   return out;

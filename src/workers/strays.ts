@@ -9,9 +9,9 @@
  * locked), so no other hive's live worker can be taken for a stray. Linux only (/proc); elsewhere
  * there is nothing to find.
  */
-import { readdirSync, readlinkSync } from "node:fs";
+import { readlinkSync } from "node:fs";
 import type { Logger } from "../shared/logger.ts";
-import { groupMembers, identify, readProcStat } from "../shared/proc-stat.ts";
+import { groupMembers, identify, procPids, readProcStat } from "../shared/proc-stat.ts";
 import { signalGroup } from "../shared/process-tools.ts";
 
 export interface Stray {
@@ -25,15 +25,7 @@ export interface Stray {
 export function findStrays(logsDir: string, known: { pids: Set<number>; pgids: Set<number> }): Stray[] {
   const prefix = logsDir.endsWith("/") ? logsDir : `${logsDir}/`;
   const out: Stray[] = [];
-  let entries: string[];
-  try {
-    entries = readdirSync("/proc");
-  } catch {
-    return out;
-  }
-  for (const entry of entries) {
-    if (entry.charCodeAt(0) < 48 || entry.charCodeAt(0) > 57) continue;
-    const pid = Number(entry);
+  for (const pid of procPids()) {
     if (pid === process.pid || known.pids.has(pid)) continue;
     let out1: string;
     let out2: string;
