@@ -200,7 +200,7 @@ async function body() {
       ratio: Math.round(ratio * 1000) / 1000,
       target: judged ? `≥ ${TARGET_HEALTH_RATIO}× bare Bun.serve` : null,
       pass,
-      note: `server CPU per request ${stats(side.hive.cpu_us).median} µs vs ${stats(side.bare.cpu_us).median} µs (${ratio3(stats(side.hive.cpu_us).median, stats(side.bare.cpu_us).median)}×); ${tool}. Per request the hive also routes through Elysia (auth, deadline and body-limit hooks, response schema), writes a JSON request log line, records the request-duration metric and sets a correlation id; the bare server does none of it (README "Benchmarks" has the cost of each)`,
+      note: `server CPU per request ${stats(side.hive.cpu_us).median} µs vs ${stats(side.bare.cpu_us).median} µs (${ratio3(stats(side.hive.cpu_us).median, stats(side.bare.cpu_us).median)}×); ${tool}. Per request the hive also routes through Elysia (auth, deadline and body-limit hooks, response schema), records the request-duration metric, sets a correlation id and writes a JSON request log line (for a successful health poll a debug line, not written at info); the bare server does none of it (README "Benchmarks" has the cost of each)`,
     });
     log(`${route.path}: hive ${round(stats(side.hive.rps).median)} req/s, bare ${round(stats(side.bare.rps).median)} req/s, ratio ${round(ratio)}`);
   }
