@@ -89,9 +89,7 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
   // loadConfig refuses this already; checked again because an open bind without a token must never happen.
   const violation = bindPolicyViolation(resolved.host, secrets.apiToken);
   if (violation) throw new StartupError(violation);
-  prepareDir(resolved.dataDir, "data dir");
-  prepareDir(resolved.modelsDir, "models dir");
-  prepareDir(resolved.logsDir, "logs dir");
+  for (const [dir, what] of [[resolved.dataDir, "data dir"], [resolved.modelsDir, "models dir"], [resolved.logsDir, "logs dir"]] as const) prepareDir(dir, what);
 
   const clock = o.clock ?? systemClock;
   const state = openState(loaded, logger, clock);
@@ -126,7 +124,6 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
   });
 
   const serverRef: ServerRef = { current: null };
-  const streams = { keepAliveMs: config.server.sse_keepalive_s * 1000, shutdown: shutdown.signal, server: serverRef };
   const app = createApp({
     config,
     logger,
@@ -134,25 +131,7 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
     callbackAccess: (path, body) => lifecycle.callbackAccess(path, body),
     onAuthEvent: observability.onAuthEvent,
     catalogHealth: () => models.catalog.health(),
-    controllers: [
-      workersController(lifecycle, registry),
-      proxyController({ passthrough, activity, registry, server: serverRef }),
-      metricsController(observability.metrics),
-      modelsController(models.service, models.tracker, {
-        ...streams,
-        // The catalog keeps GGUF metadata: no file is read for a listed model's estimate.
-        memoryEstimate: (entry) => resources.footprints.shape(entry).then((shape) => resources.preflight.estimate(shape).total_bytes, () => null),
-      }),
-      resourcesController({
-        inventory: resources.inventory,
-        preflight: resources.preflight,
-        profiles: () => profileSupport(config),
-        counts: () => ({ models: models.service.list().length, workers: registry.list().length }),
-        estimateModel: catalogEstimator((ref, revision) => models.service.find(ref, revision), resources.footprints, resources.preflight),
-      }),
-      eventsController(bus, streams),
-      shutdownController(() => shutdown.request("POST /v1/shutdown")),
-    ],
+    controllers: areaControllers({ config, lifecycle, registry, passthrough, activity, serverRef, observability, models, resources, bus, shutdown }),
   });
   let server: HiveServer;
   try {
@@ -167,14 +146,99 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
   }
   serverRef.current = server.server;
   observability.reportPreviousShutdown();
-  // Workers run on this host: they reach us on loopback unless we bound one specific address.
-  const reachableHost = resolved.host === "0.0.0.0" || resolved.host === "::" ? "127.0.0.1" : resolved.host;
-  callbackBase = `http://${reachableHost.includes(":") ? `[${reachableHost}]` : reachableHost}:${server.server.port}`;
+  callbackBase = callbackBaseFor(resolved.host, server.server.port!);
   listening();
   monitor.start();
   idleReaper.start();
   observability.startHeartbeat(secrets.apiToken);
 
+  registerTeardown({
+    shutdown, server, lifecycle, monitor, idleReaper, observability, models, keepWorkers,
+    workerGraceMs: config.shutdown.worker_grace_s * 1000,
+    closeState: () => {
+      survived.stopPersisting();
+      state.db.close();
+    },
+  });
+
+  logListening(logger, loaded, server.url, survived.outcome.adopted.length);
+  return { server, shutdown, url: server.url, registry, lifecycle, monitor, bus, catalog: models.catalog, tracker: models.tracker, resources, activity, idleReaper };
+}
+
+/** Where workers on this host call back: loopback unless the hive bound one specific address. */
+function callbackBaseFor(boundHost: string, port: number): string {
+  const reachableHost = boundHost === "0.0.0.0" || boundHost === "::" ? "127.0.0.1" : boundHost;
+  return `http://${reachableHost.includes(":") ? `[${reachableHost}]` : reachableHost}:${port}`;
+}
+
+/** The start-up line: where the hive listens and how it is set up (the token only as a fingerprint). */
+function logListening(logger: Logger, loaded: LoadedConfig, url: string, adopted: number): void {
+  const { config, secrets, resolved } = loaded;
+  logger.info("rbee-hive listening", {
+    url,
+    version: VERSION,
+    data_dir: resolved.dataDir,
+    models_dir: resolved.modelsDir,
+    auth: secrets.apiToken ? tokenFingerprint(secrets.apiToken) : "off (loopback only)",
+    loopback: isLoopbackHost(resolved.host),
+    config: loaded.source,
+    keep_workers_on_exit: config.workers.keep_workers_on_exit,
+    workers_adopted: adopted,
+  });
+}
+
+/** One controller per area, composed by createApp after auth. */
+function areaControllers(d: {
+  config: LoadedConfig["config"];
+  lifecycle: Hive["lifecycle"];
+  registry: WorkerRegistry;
+  passthrough: Parameters<typeof proxyController>[0]["passthrough"];
+  activity: WorkerActivity;
+  serverRef: ServerRef;
+  observability: Observability;
+  models: ReturnType<typeof openModels>;
+  resources: HostResourceServices;
+  bus: HiveBus;
+  shutdown: ShutdownCoordinator;
+}) {
+  const { config, lifecycle, registry, passthrough, activity, serverRef, observability, models, resources, bus, shutdown } = d;
+  const streams = { keepAliveMs: config.server.sse_keepalive_s * 1000, shutdown: shutdown.signal, server: serverRef };
+  return [
+    workersController(lifecycle, registry),
+    proxyController({ passthrough, activity, registry, server: serverRef }),
+    metricsController(observability.metrics),
+    modelsController(models.service, models.tracker, {
+      ...streams,
+      // The catalog keeps GGUF metadata: no file is read for a listed model's estimate.
+      memoryEstimate: (entry) => resources.footprints.shape(entry).then((shape) => resources.preflight.estimate(shape).total_bytes, () => null),
+    }),
+    resourcesController({
+      inventory: resources.inventory,
+      preflight: resources.preflight,
+      profiles: () => profileSupport(config),
+      counts: () => ({ models: models.service.list().length, workers: registry.list().length }),
+      estimateModel: catalogEstimator((ref, revision) => models.service.find(ref, revision), resources.footprints, resources.preflight),
+    }),
+    eventsController(bus, streams),
+    shutdownController(() => shutdown.request("POST /v1/shutdown")),
+  ];
+}
+
+interface TeardownParts {
+  shutdown: ShutdownCoordinator;
+  server: HiveServer;
+  lifecycle: Hive["lifecycle"];
+  monitor: Hive["monitor"];
+  idleReaper: IdleReaper;
+  observability: Observability;
+  models: { tracker: DownloadTracker; catalog: ModelCatalog };
+  keepWorkers: boolean;
+  workerGraceMs: number;
+  closeState: () => void;
+}
+
+function registerTeardown(d: TeardownParts): void {
+  const { shutdown, server, lifecycle, monitor, idleReaper, observability, models, keepWorkers } = d;
   // Teardown order: refuse new work at once, stop accepting (open streams end through
   // shutdown.signal), stop the monitor so nothing is restarted, stop every worker in parallel,
   // stop downloads (partial files stay for resume), then close storage.
@@ -188,32 +252,16 @@ export async function startHive(loaded: LoadedConfig, logger: Logger, o: HiveOve
   shutdown.register("queen heartbeat", () => observability.stopHeartbeat());
   shutdown.register("idle reaper", () => idleReaper.stop());
   // keep_workers_on_exit: the workers stay running and saved, for the next hive to adopt.
-  shutdown.register("workers", () => (keepWorkers ? lifecycle.detachAll() : lifecycle.stopAll(config.shutdown.worker_grace_s * 1000)));
+  shutdown.register("workers", () => (keepWorkers ? lifecycle.detachAll() : lifecycle.stopAll(d.workerGraceMs)));
   shutdown.register("downloads", () => models.tracker.stopAll());
   shutdown.register("catalog", () => models.catalog.close());
-  shutdown.register("state", () => {
-    survived.stopPersisting();
-    state.db.close();
-  });
+  shutdown.register("state", () => d.closeState());
   // Last: the shutdown itself is audited and recorded for the next hive's metrics, then the audit log is synced.
   shutdown.register("audit", () => observability.recordShutdown(shutdown.progress, lifecycle.shutdownTally.summary()));
   shutdown.registerForce(() => {
     if (!keepWorkers) lifecycle.killAll();
   });
   shutdown.addSummary(() => lifecycle.shutdownTally.summary());
-
-  logger.info("rbee-hive listening", {
-    url: server.url,
-    version: VERSION,
-    data_dir: resolved.dataDir,
-    models_dir: resolved.modelsDir,
-    auth: secrets.apiToken ? tokenFingerprint(secrets.apiToken) : "off (loopback only)",
-    loopback: isLoopbackHost(resolved.host),
-    config: loaded.source,
-    keep_workers_on_exit: keepWorkers,
-    workers_adopted: survived.outcome.adopted.length,
-  });
-  return { server, shutdown, url: server.url, registry, lifecycle, monitor, bus, catalog: models.catalog, tracker: models.tracker, resources, activity, idleReaper };
 }
 
 async function openObservability(deps: Parameters<typeof Observability.create>[0], state: HiveState): Promise<Observability> {
