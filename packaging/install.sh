@@ -146,16 +146,11 @@ is_loopback() {
 	esac
 }
 
-# Value of KEY= in the installed env file (empty when absent). Only for non-secret keys.
+# Value of KEY= in the installed env file (empty when absent). sed sees the key and the file name,
+# never a value, so the token is read this way too (into a command substitution, not an argument).
 installed_env() {
 	[ -f "$ROOT$ENV_PATH" ] || return 0
 	sed -n "s/^$1=//p" "$ROOT$ENV_PATH" | tail -n 1
-}
-
-# The installed token, for the command substitution of a caller (sed sees the file name only).
-installed_token() {
-	[ -f "$ROOT$ENV_PATH" ] || return 0
-	sed -n 's/^LLORCH_API_TOKEN=//p' "$ROOT$ENV_PATH" | tail -n 1
 }
 
 need_root() {
@@ -292,7 +287,7 @@ if [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
 fi
 rbee_addr=$host:$port
 
-if ! is_loopback "$host" && [ -z "$token_file" ] && [ -z "$(installed_token)" ]; then
+if ! is_loopback "$host" && [ -z "$token_file" ] && [ -z "$(installed_env LLORCH_API_TOKEN)" ]; then
 	usage_error "--addr $host is not loopback: the hive needs a token to bind it; give --token-file"
 fi
 
@@ -333,7 +328,7 @@ if [ -n "$token_file" ]; then
 	fi
 	token_source="from --token-file"
 else
-	token=$(installed_token)
+	token=$(installed_env LLORCH_API_TOKEN)
 	[ -z "$token" ] || token_source="kept from $ENV_PATH"
 fi
 if [ -n "$token_source" ]; then

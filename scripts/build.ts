@@ -61,7 +61,8 @@ function gitCommit(root: string): string {
   return rev.stdout.toString().trim() + (dirty ? "-dirty" : "");
 }
 
-export const versionLine = (commit: string, target: string) => `rbee-hive ${pkg.version} (commit ${commit}, ${target})`;
+import { versionLine } from "../src/version.ts";
+export { versionLine };
 
 async function sha256File(path: string): Promise<string> {
   const hasher = new Bun.CryptoHasher("sha256");

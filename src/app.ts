@@ -4,7 +4,7 @@
  */
 import { Elysia } from "elysia";
 import { openapi } from "@elysiajs/openapi";
-import type { HiveConfig } from "./config.ts";
+import { hiveIdOf, type HiveConfig } from "./config.ts";
 import type { Logger } from "./shared/logger.ts";
 import { errorPlugin } from "./http/errors.ts";
 import { authPlugin, type AuthOptions } from "./http/middleware/auth.ts";
@@ -27,9 +27,6 @@ export interface AppDeps {
   onAuthEvent?: AuthOptions["onAuthEvent"];
   /** State of the model catalog for GET /v1/health (absent: the field is left out). */
   catalogHealth?: CatalogHealthProbe;
-  /** When this hive started serving (unix ms; default: when the app was built), for GET /v1/hive. */
-  startedAt?: number;
-  now?: () => number;
   /** Controllers for the other areas, composed after auth. */
   controllers?: Elysia<any, any, any, any, any, any, any>[];
 }
@@ -68,7 +65,7 @@ export function createApp(deps: AppDeps) {
     // The inference and proxy routes stream their bodies to the worker and count them themselves.
     .use(bodyLimitPlugin({ limitFor: (path) => (isStreamedPath(path) ? null : deps.config.server.body_limit_bytes) }))
     .use(healthController(deps.catalogHealth))
-    .use(hiveInfoController({ hiveId: deps.config.queen.hive_id, startedAt: deps.startedAt ?? Date.now(), now: deps.now ?? Date.now }))
+    .use(hiveInfoController({ hiveId: hiveIdOf(deps.config), startedAt: Date.now(), now: Date.now }))
     .use(statusPageController({ tokenRequired: !!deps.apiToken }));
   for (const c of deps.controllers ?? []) app = app.use(c) as typeof app;
   let docs: string | undefined;

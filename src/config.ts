@@ -4,7 +4,7 @@
  */
 import { t } from "./shared/schema.ts";
 import { Value, ValueErrorType } from "@sinclair/typebox/value";
-import { homedir } from "node:os";
+import { homedir, hostname } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { readFileSync } from "node:fs";
 import type { CliFlags } from "./cli.ts";
@@ -336,6 +336,11 @@ export function loadConfig({ flags = {}, env = process.env, home = env.HOME || h
 }
 
 /** The profile used for a spawn: the built-in default merged with what the config says about it. */
+/** This hive's id in heartbeats, audit lines and GET /v1/hive: `[queen] hive_id`, empty = the host name. */
+export function hiveIdOf(config: HiveConfig): string {
+  return config.queen.hive_id || hostname();
+}
+
 export function resolveProfile(config: HiveConfig, name: string): WorkerProfile | undefined {
   const custom = config.workers.profiles[name];
   if (name !== DEFAULT_PROFILE_NAME && !custom) return undefined;

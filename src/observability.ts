@@ -5,16 +5,15 @@
  * on the same data dir reports (a process that has exited cannot be scraped).
  */
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { hostname } from "node:os";
 import { join } from "node:path";
-import type { LoadedConfig } from "./config.ts";
+import { hiveIdOf, type LoadedConfig } from "./config.ts";
 import type { HiveBus } from "./events.ts";
 import { HiveMetrics, type HostView } from "./metrics.ts";
 import { AuditTrail } from "./audit.ts";
 import type { OpenAuditFile } from "./shared/audit-logging.ts";
 import { QueenHeartbeat } from "./queen/heartbeat.ts";
 import type { AuthEvent } from "./http/middleware/auth.ts";
-import { routeTemplateMatcher, type RouteLike } from "./http/route-template.ts";
+import { UNMATCHED_ROUTE, routeTemplateMatcher, type RouteLike } from "./http/route-template.ts";
 import type { AnsweredRequest } from "./server.ts";
 import type { Clock } from "./shared/clock.ts";
 import { contextOf } from "./shared/correlation.ts";
@@ -53,7 +52,7 @@ export class Observability {
     readonly audit: AuditTrail | null,
   ) {
     const { config } = d.loaded;
-    this.hiveId = config.queen.hive_id || hostname();
+    this.hiveId = hiveIdOf(config);
     this.metrics = new HiveMetrics({ bus: d.bus, workers: d.registry, host: hostView(d.inventory, d.clock, config.resources.cache_ttl_s * 1000) });
     d.bus.publish("config_loaded", { source: d.loaded.source ?? null, hive_id: this.hiveId, version: VERSION, addr: config.server.addr, audit_mode: config.audit.mode });
   }
@@ -76,22 +75,23 @@ export class Observability {
     return new Observability(d, audit);
   }
 
-  /** The app's auth hook: the decision goes on the bus (metrics, audit); the answer waits for its audit line. */
+  /** The app's auth hook: the decision goes on the bus (metrics, audit) with the request's correlation id; the answer waits for its audit line. */
   onAuthEvent = (event: AuthEvent, request: Request): void => {
+    const ctx = contextOf(request);
     if (event.outcome === "success") {
-      this.d.bus.publish("auth_success", { method: event.method, path: event.path, token: event.fingerprint ?? "", correlation_id: event.correlation_id });
+      this.d.bus.publish("auth_success", { method: event.method, path: event.path, token: event.fingerprint ?? "", correlation_id: ctx.correlationId });
     } else {
-      this.d.bus.publish("auth_failure", { method: event.method, path: event.path, token: event.fingerprint ?? null, reason: event.reason ?? "", correlation_id: event.correlation_id });
+      this.d.bus.publish("auth_failure", { method: event.method, path: event.path, token: event.fingerprint ?? null, reason: event.reason ?? "", correlation_id: ctx.correlationId });
     }
     const written = this.audit?.takeSecurityWrite();
-    if (written) contextOf(request).hold(written);
+    if (written) ctx.hold(written);
   };
 
   /** The socket's per-answer hook: request duration by route template. */
   answered(routes: () => readonly RouteLike[]): (r: AnsweredRequest) => void {
     return (r) => {
       this.routeOf ??= routeTemplateMatcher(routes());
-      const route = r.path === null ? "unmatched" : this.routeOf(r.method, r.path);
+      const route = r.path === null ? UNMATCHED_ROUTE : this.routeOf(r.method, r.path);
       this.d.bus.publish("http_request", { method: r.method, route, status: r.status, seconds: r.seconds });
     };
   }

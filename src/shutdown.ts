@@ -145,8 +145,8 @@ export class ShutdownCoordinator {
         exit(EXIT_FAILURE);
         return;
       }
-      // A shutdown that had to force-kill is a failure systemd should record.
-      void this.run(sig).then((r) => exit(r.timedOut ? EXIT_FAILURE : EXIT_OK));
+      // A shutdown that had to force-kill is a failure systemd should record (request's exit status).
+      this.request(sig);
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);

@@ -13,5 +13,6 @@ export const BUILD_COMMIT: string = typeof RBEE_BUILD_COMMIT === "string" ? RBEE
 /** The release target (linux-x64, linux-x64-baseline, …); the running platform when run from source. */
 export const BUILD_TARGET: string = typeof RBEE_BUILD_TARGET === "string" ? RBEE_BUILD_TARGET : `${process.platform}-${process.arch}`;
 
-/** What `rbee-hive --version` prints, e.g. `rbee-hive 0.1.0 (commit abc1234, linux-x64)`. */
-export const VERSION_LINE = `rbee-hive ${VERSION} (commit ${BUILD_COMMIT}, ${BUILD_TARGET})`;
+/** What `rbee-hive --version` prints, e.g. `rbee-hive 0.1.0 (commit abc1234, linux-x64)` (the build's smoke test expects it too). */
+export const versionLine = (commit: string, target: string) => `rbee-hive ${VERSION} (commit ${commit}, ${target})`;
+export const VERSION_LINE = versionLine(BUILD_COMMIT, BUILD_TARGET);

@@ -2,7 +2,6 @@
  * `GET /v1/hive`: who this hive is (id, version, build) and since when it runs. The status page
  * shows it in its header; queen-rbee or an operator can read it the same way (Bearer).
  */
-import { hostname } from "node:os";
 import { Elysia, t } from "elysia";
 import { API_VERSION, BUILD_COMMIT, BUILD_TARGET, VERSION } from "../version.ts";
 import { errorResponses, namedModels } from "./schemas.ts";
@@ -18,18 +17,17 @@ export const HiveInfo = t.Object({
 });
 
 export interface HiveInfoDeps {
-  /** `[queen] hive_id`; empty means the host name. */
+  /** This hive's id (hiveIdOf: `[queen] hive_id`, else the host name). */
   hiveId: string;
   startedAt: number;
   now: () => number;
 }
 
 export const hiveInfoController = (d: HiveInfoDeps) => {
-  const hiveId = d.hiveId || hostname();
   return new Elysia({ name: "hive.info" }).model(namedModels({ HiveInfo })).get(
     "/v1/hive",
     () => ({
-      hive_id: hiveId,
+      hive_id: d.hiveId,
       version: VERSION,
       api_version: API_VERSION,
       commit: BUILD_COMMIT,

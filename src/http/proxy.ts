@@ -12,7 +12,7 @@ import type { Upstream, WorkerPassthrough } from "../workers/passthrough.ts";
 import type { WorkerRegistry } from "../workers/registry.ts";
 import { ActivityReport, WorkerInfo } from "../workers/schemas.ts";
 import { jsonError } from "./errors.ts";
-import { ErrorResponse, Field, errorResponses, namedModels, wireRequest } from "./schemas.ts";
+import { ErrorResponse, Field, errorResponses, namedModels, streamedResponse, wireRequest } from "./schemas.ts";
 
 const errorJson = (description: string) => ({ description, content: { "application/json": { schema: { $ref: "#/components/schemas/ErrorResponse" } } } });
 import type { ServerRef } from "./server-ref.ts";
@@ -49,7 +49,7 @@ function refusal(e: HiveError): Response {
 }
 
 const forwarded = {
-  200: { description: "the worker's answer as it streams (status, headers and body are the worker's)", content: { "*/*": { schema: { type: "string" as const } } } },
+  ...streamedResponse("*/*", "the worker's answer as it streams (status, headers and body are the worker's)"),
   401: errorJson("no valid Bearer token"),
   404: errorJson("WORKER_NOT_FOUND: no live worker with this id"),
   413: errorJson("PAYLOAD_TOO_LARGE: the body is over [workers] proxy_body_limit_mb"),

@@ -52,7 +52,7 @@ export function createModelsArea(d: ModelsAreaDeps): ModelsArea {
     clock: d.clock,
     logger: d.logger,
     rebuild: (fresh) => rebuildCatalogFromCache(fresh, resolved.modelsDir, d.logger),
-  }).catalog;
+  });
   const settings = modelSettings(config);
   const provisioner = new Provisioner({
     ...settings.provisioner,

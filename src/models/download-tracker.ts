@@ -118,12 +118,6 @@ export class DownloadTracker {
     return { cached: false, job: job.info(), joined: false };
   }
 
-  /** The catalog entry of a model whose files are all on disk, or null; starts nothing. */
-  cachedEntry(ref: HfModelRef, revision?: string): CatalogEntry | null {
-    const entry = this.o.catalog.get(ref.modelRef, revision);
-    return entry && this.o.catalog.checkOnDisk(entry).ok ? entry : null;
-  }
-
   /**
    * What a model not on this host is made of, before any transfer: the plan of its running
    * download, or a new plan (hub API calls), and the footprint read from the hub. Hub and plan
@@ -208,8 +202,7 @@ export class DownloadTracker {
         // a row this version cannot read: dropped
       }
       const revisionArg = saved.revision_arg ?? undefined;
-      const done = this.o.catalog.get(saved.model_ref, revisionArg);
-      if (ref?.provider !== "hf" || this.active.has(jobKey(ref.modelRef, saved.revision)) || (done && this.o.catalog.checkOnDisk(done).ok)) {
+      if (ref?.provider !== "hf" || this.active.has(jobKey(ref.modelRef, saved.revision)) || this.o.catalog.getOnDisk(saved.model_ref, revisionArg)) {
         this.o.store?.remove(saved.id);
         continue;
       }
@@ -296,7 +289,6 @@ export class DownloadTracker {
     const signal = job.ctrl.signal;
     const plan = await this.o.provisioner.plan(job.ref, { revision: job.revisionArg, signal });
     job.plan = plan;
-    job.commit = plan.commit;
     job.progress.bytes_total = plan.bytesTotal;
     job.progress.files_total = plan.files.length;
     job.planned.resolve();

@@ -52,7 +52,7 @@ export class ModelService implements ModelSource {
       this.touch(ref.modelRef, revision);
       return { local: r.local_path, footprint: r.entry };
     }
-    const entry = this.d.tracker.cachedEntry(ref, revision);
+    const entry = this.d.catalog.getOnDisk(ref.modelRef, revision);
     if (entry) {
       this.touch(ref.modelRef, revision);
       return { local: entry.local_path, footprint: entry };
@@ -62,8 +62,7 @@ export class ModelService implements ModelSource {
 
   /** A catalog model (files on disk) by its ref as a caller typed it, or null (GET /v1/capacity). */
   find(modelRef: string, revision?: string): CatalogEntry | null {
-    const entry = this.d.catalog.get(parseModelRef(modelRef).modelRef, optionalRevision(revision));
-    return entry && this.d.catalog.checkOnDisk(entry).ok ? entry : null;
+    return this.d.catalog.getOnDisk(parseModelRef(modelRef).modelRef, optionalRevision(revision));
   }
 
   /** For spawn: a local path now, or a download to wait for (never blocks on the transfer). */

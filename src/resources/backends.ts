@@ -5,7 +5,7 @@
 import { dirname } from "node:path";
 import { resolveProfile, type HiveConfig } from "../config.ts";
 import { t, type Static } from "../shared/schema.ts";
-import { resolveWorkerBinary } from "../workers/worker-binary.ts";
+import { binaryFor } from "../workers/worker-binary.ts";
 import type { HostSnapshot } from "./types.ts";
 
 export const KNOWN_BACKENDS = ["cpu", "cuda", "rocm", "metal"] as const;
@@ -58,7 +58,7 @@ export function profileSupport(config: HiveConfig, execDir = dirname(process.exe
     if (!profile) return [];
     let installed = true;
     try {
-      resolveWorkerBinary({ profileName: name, binary: profile.binary, configuredBinary: config.workers.binary, execDir });
+      binaryFor(config, name, profile, execDir);
     } catch {
       installed = false;
     }

@@ -9,9 +9,8 @@ import { gguf, GGMLFileQuantizationType } from "@huggingface/gguf";
 import { stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { HiveError, errorMessage } from "../shared/errors.ts";
-import { t, type Static } from "../shared/schema.ts";
+import { Nullable, t, type Static } from "../shared/schema.ts";
 
-const Nullable = <T extends Parameters<typeof t.Union>[0][number]>(s: T) => t.Union([s, t.Null()]);
 
 /** What the hive keeps about a GGUF model (in the catalog's metadata, under `gguf`). */
 export const GgufModelInfo = t.Object({

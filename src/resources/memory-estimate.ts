@@ -10,7 +10,7 @@
  *              resources.context_cap, else context_cap when the model does not say
  *   overhead = resources.overhead_mb (runtime context, compute buffers)
  */
-import { t, type Static } from "../shared/schema.ts";
+import { Nullable, t, type Static } from "../shared/schema.ts";
 import type { GgufModelInfo } from "./gguf.ts";
 
 /** The f16 KV cache llama.cpp and most runtimes use by default. */
@@ -25,10 +25,10 @@ export const MemoryEstimate = t.Object({
   context_source: t.Union([t.Literal("request"), t.Literal("model"), t.Literal("cap")], {
     description: "request: asked for; model: the model's own; cap: the model's was larger than context_cap or unknown",
   }),
-  model_context_length: t.Union([t.Integer(), t.Null()]),
+  model_context_length: Nullable(t.Integer()),
   kv_bytes_per_token: t.Integer(),
   /** Set when part of the formula had to be left out (e.g. no layer/head counts: KV cache 0). */
-  note: t.Union([t.String(), t.Null()]),
+  note: Nullable(t.String()),
 });
 export type MemoryEstimate = Static<typeof MemoryEstimate>;
 

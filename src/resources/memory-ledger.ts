@@ -98,10 +98,6 @@ export class MemoryLedger {
   inPool(pool: string): Reservation[] {
     return this.list().filter((r) => r.pool === pool);
   }
-
-  onDevice(deviceId: string): Reservation[] {
-    return this.list().filter((r) => r.deviceId === deviceId);
-  }
 }
 
 export interface EvictionCandidate {

@@ -14,6 +14,7 @@ import type { Clock } from "../shared/clock.ts";
 import { systemClock } from "../shared/clock.ts";
 import { HiveError } from "../shared/errors.ts";
 import type { Logger } from "../shared/logger.ts";
+import { readProcStat } from "../shared/proc-stat.ts";
 import { devicesByBackend } from "./backends.ts";
 import { budgetOf, fitsIn, type Budget, type MemoryLedger, type Reservation, type UsageOf } from "./memory-ledger.ts";
 import { estimateMemory, type MemoryEstimate, type ModelShape } from "./memory-estimate.ts";
@@ -137,16 +138,8 @@ export function procRamUse(pid: number): number | null {
   }
 }
 
-/** Linux: field 5 of /proc/<pid>/stat. */
-export function procGroupOf(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const pgrp = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
-    return Number.isInteger(pgrp) ? pgrp : null;
-  } catch {
-    return null;
-  }
-}
+/** Linux: the process group of a pid (its /proc/<pid>/stat), null when it is gone. */
+export const procGroupOf = (pid: number): number | null => readProcStat(pid)?.pgrp ?? null;
 
 export class SpawnPreflight {
   private readonly clock: Clock;
@@ -201,7 +194,7 @@ export class SpawnPreflight {
     const device = placementFor(s, req.backend, req.device);
     const force = req.force === true;
     if (device.health !== "ok" && !force) {
-      throw new HiveError(503, "DEVICE_UNHEALTHY", `${device.id} (${device.name}) is unhealthy: ${device.healthReason}`, { device: device.id, reason: device.healthReason });
+      throw unhealthy(503, device);
     }
     const usageOf = this.usage(s);
     const needed = req.estimate.total_bytes;
@@ -232,7 +225,7 @@ export class SpawnPreflight {
   /** The 409 body of a capacity answer that does not fit. */
   capacityRefusal(a: FitAnswer, estimate: MemoryEstimate): HiveError {
     if (a.device.health !== "ok") {
-      return new HiveError(409, "DEVICE_UNHEALTHY", `${a.device.id} (${a.device.name}) is unhealthy: ${a.device.healthReason}`, { device: a.device.id, reason: a.device.healthReason });
+      return unhealthy(409, a.device);
     }
     return refusal(409, a.device, a.needed, a.budget, estimate);
   }
@@ -271,6 +264,11 @@ export class SpawnPreflight {
     const usageOf = this.usage(s);
     return new Map(placements(s).map((p) => [p.id, this.budget(p, this.d.ledger.inPool(p.pool), usageOf)]));
   }
+}
+
+/** DEVICE_UNHEALTHY: 503 for a spawn, 409 for a capacity question. */
+function unhealthy(status: 409 | 503, device: Placement): HiveError {
+  return new HiveError(status, "DEVICE_UNHEALTHY", `${device.id} (${device.name}) is unhealthy: ${device.healthReason}`, { device: device.id, reason: device.healthReason });
 }
 
 function refusal(status: 409 | 507, device: Placement, needed: number, b: Budget, estimate: MemoryEstimate): HiveError {

@@ -40,9 +40,4 @@ export class TtlCache<T> {
     this.value = null;
     this.loading = null;
   }
-
-  /** The value if fresh, without loading. */
-  peek(): T | undefined {
-    return this.value && this.clock.monotonic() - this.value.at < this.ttlMs ? this.value.v : undefined;
-  }
 }

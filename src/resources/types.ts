@@ -2,9 +2,8 @@
  * What the hive knows about its host, as TypeBox schemas (shared with the routes): CPU, RAM, the
  * models dir's disk, GPUs with their memory, and how each detection went.
  */
-import { t, type Static } from "../shared/schema.ts";
+import { Nullable, t, type Static } from "../shared/schema.ts";
 
-const Nullable = <T extends Parameters<typeof t.Union>[0][number]>(s: T) => t.Union([s, t.Null()]);
 
 /** Roadmap: GPU faults (XID, ECC, fell off the bus) will mark a device unhealthy; nothing is placed on it. */
 export const DeviceHealth = t.Union([t.Literal("ok"), t.Literal("unhealthy")]);

@@ -22,6 +22,8 @@ export function parseBearer(header: string | null | undefined): BearerParse {
 }
 
 const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest();
+/** `token:<first 6 hex of the sha256>`, from the digest. */
+const fingerprintOf = (digest: Buffer) => `token:${digest.toString("hex", 0, 3)}`;
 
 /** Constant-time compare: both sides hashed to 32 bytes first, so length differences leak nothing. */
 export function tokensEqual(presented: string, expected: string): boolean {
@@ -30,7 +32,7 @@ export function tokensEqual(presented: string, expected: string): boolean {
 
 /** How logs name a token: `token:<first 6 hex of sha256>`. Never log the token itself. */
 export function tokenFingerprint(token: string): string {
-  return `token:${sha256(token).toString("hex").slice(0, 6)}`;
+  return fingerprintOf(sha256(token));
 }
 
 export type AuthOutcome =
@@ -51,7 +53,7 @@ export function checkBearer(header: string | null | undefined, expected: string)
   const parsed = parseBearer(header);
   if (!parsed.ok) return { ok: false, error: MISSING_API_KEY };
   const presented = sha256(parsed.token);
-  const fingerprint = `token:${presented.toString("hex", 0, 3)}`;
+  const fingerprint = fingerprintOf(presented);
   return timingSafeEqual(presented, digestOfExpected(expected)) ? { ok: true, fingerprint } : { ok: false, error: INVALID_API_KEY, fingerprint };
 }
 

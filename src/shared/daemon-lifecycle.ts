@@ -34,9 +34,6 @@ import { followFile, lastLines, type FollowedFile } from "./log-follower.ts";
 import { parentDeathPrefix } from "./parent-death.ts";
 import { identify, readProcStat } from "./proc-stat.ts";
 import { buildEnv, requireDirectory, resolveExecutable, signalGroup, signalName, tryKill } from "./process-tools.ts";
-export { resolveExecutable } from "./process-tools.ts";
-
-export type { OutputStream };
 
 export interface SpawnOptions {
   /** Used in the echo prefix "[id] " and in error messages. */
@@ -133,7 +130,6 @@ export interface SupervisedChild {
 export type Spawner = (opts: SpawnOptions) => SupervisedChild;
 
 export const DEFAULT_RING_LINES = 500;
-export { OUTPUT_DRAIN_MS } from "./child-channels.ts";
 
 // ---------------------------------------------------------------------------------------------
 // The supervisor

@@ -19,6 +19,7 @@
  */
 import { join } from "node:path";
 import { identify } from "./proc-stat.ts";
+import { LineSplitter } from "./child-output.ts";
 
 export const GUARDIAN_ENV = "RBEE_INTERNAL_GROUP_GUARDIAN";
 
@@ -36,19 +37,13 @@ export async function runGuardian(): Promise<never> {
     if (m[1] === "+") groups.set(pgid, m[3] && m[3] !== "-" ? m[3] : null);
     else groups.delete(pgid);
   };
-  const decoder = new TextDecoder();
-  let partial = "";
+  const lines = new LineSplitter(apply);
   try {
-    for await (const chunk of Bun.stdin.stream() as unknown as AsyncIterable<Uint8Array>) {
-      partial += decoder.decode(chunk, { stream: true });
-      const lines = partial.split("\n");
-      partial = lines.pop() ?? "";
-      for (const l of lines) apply(l);
-    }
+    for await (const chunk of Bun.stdin.stream() as unknown as AsyncIterable<Uint8Array>) lines.push(chunk);
   } catch {
     // a read error means the hive is gone as surely as EOF does
   }
-  apply(partial);
+  lines.end();
   killGroups(groups);
   process.exit(0);
 }

@@ -39,6 +39,8 @@ function formatValue(v: unknown): string {
 /** A batch this large goes out at once. */
 const BATCH_MAX_LINES = 512;
 
+const STDERR = 2;
+
 /**
  * Lines for stderr, written in batches: a line waits for the end of the current turn of the event
  * loop (setImmediate) and goes out with the other lines of that turn in one write. A write per
@@ -47,32 +49,32 @@ const BATCH_MAX_LINES = 512;
  * (or of the socket listening) has the earlier lines already. `warn` and `error` lines go out at
  * once with what is pending, and whatever is pending at exit is written synchronously.
  */
-export function batchedStderr(fd = 2): { write: (line: string, urgent?: boolean) => void; flush: () => void } {
+function batchedStderr(): (line: string, urgent?: boolean) => void {
   let pending: string[] = [];
   let scheduled = false;
+  /** The pending lines as one chunk, or null; pending is empty after. */
+  const take = (): string | null => {
+    if (pending.length === 0) return null;
+    const chunk = pending.join("\n") + "\n";
+    pending = [];
+    return chunk;
+  };
   const flush = () => {
     scheduled = false;
-    if (pending.length === 0) return;
-    const chunk = pending.join("\n") + "\n";
-    pending = [];
-    writeChunk(fd, chunk);
+    const chunk = take();
+    if (chunk !== null) writeChunk(chunk);
   };
   process.on("exit", () => {
-    if (pending.length === 0) return;
-    const chunk = pending.join("\n") + "\n";
-    pending = [];
-    writeAllSync(fd, chunk);
+    const chunk = take();
+    if (chunk !== null) writeAllSync(Buffer.from(chunk));
   });
-  return {
-    write(line, urgent = false) {
-      pending.push(line);
-      if (urgent || pending.length >= BATCH_MAX_LINES) flush();
-      else if (!scheduled) {
-        scheduled = true;
-        setImmediate(flush);
-      }
-    },
-    flush,
+  return (line, urgent = false) => {
+    pending.push(line);
+    if (urgent || pending.length >= BATCH_MAX_LINES) flush();
+    else if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
   };
 }
 
@@ -84,40 +86,38 @@ let queuedInStream = false;
  * non-blocking pipe did not take goes to process.stderr's own queue, and so does every later
  * chunk until that queue has drained, so lines never interleave.
  */
-function writeChunk(fd: number, chunk: string): void {
-  if (queuedInStream && fd === 2) {
+function writeChunk(chunk: string): void {
+  if (queuedInStream) {
     process.stderr.write(chunk);
     return;
   }
-  let buf: Buffer | undefined;
+  let rest: Buffer;
   try {
-    const written = writeSync(fd, chunk);
+    const written = writeSync(STDERR, chunk);
     if (written === Buffer.byteLength(chunk)) return;
-    buf = Buffer.from(chunk).subarray(written);
+    rest = Buffer.from(chunk).subarray(written);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return; // stderr is gone: nothing to tell
-    buf = Buffer.from(chunk);
+    rest = Buffer.from(chunk);
   }
-  if (fd !== 2) return writeAllSync(fd, buf.toString());
-  if (!process.stderr.write(buf)) {
+  if (!process.stderr.write(rest)) {
     queuedInStream = true;
     process.stderr.once("drain", () => (queuedInStream = false));
   }
 }
 
 /** A synchronous write of the whole chunk (at exit nothing asynchronous runs any more). */
-function writeAllSync(fd: number, chunk: string): void {
-  let buf = Buffer.from(chunk);
+function writeAllSync(buf: Buffer): void {
   for (let tries = 0; buf.length > 0 && tries < 1000; tries++) {
     try {
-      buf = buf.subarray(writeSync(fd, buf));
+      buf = buf.subarray(writeSync(STDERR, buf));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EAGAIN") return; // stderr is gone: nothing to tell
     }
   }
 }
 
-let stderrBatch: ReturnType<typeof batchedStderr> | undefined;
+let stderrBatch: ((line: string, urgent?: boolean) => void) | undefined;
 
 /** The ISO time of `ms`, computed once per millisecond (many request lines share one). */
 let lastMs = -1;
@@ -133,7 +133,7 @@ function isoNow(): string {
 
 export function createLogger(opts: LoggerOptions, base: LogFields = {}): Logger {
   const write: (line: string, urgent?: boolean) => void =
-    opts.write ?? (stderrBatch ??= batchedStderr()).write;
+    opts.write ?? (stderrBatch ??= batchedStderr());
   const timestamp = opts.now ? () => opts.now!().toISOString() : isoNow;
   const min = LEVEL_RANK[opts.level];
   const hasBase = Object.keys(base).length > 0;

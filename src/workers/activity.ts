@@ -106,7 +106,7 @@ export class WorkerActivity {
     if (!t) throw workerNotReady(id, "it is not running");
     if (t.queue.length === 0 && t.own + t.reported < t.total) {
       const lease = this.take(id, t);
-      this.apply(id, t, true);
+      this.apply(id, t);
       return lease;
     }
     if (t.queue.length >= this.o.queueMax) throw this.busy(id, t, `all ${t.total} slots are taken and ${t.queue.length} requests wait already`);
@@ -142,7 +142,7 @@ export class WorkerActivity {
       t.reported = inFlight;
       this.pump(id, t);
     }
-    this.apply(id, t, true);
+    this.apply(id, t);
   }
 
   /**
@@ -192,14 +192,14 @@ export class WorkerActivity {
         released = true;
         if (this.trackers.get(id) !== t) {
           // Its process ended meanwhile: the request still finished now.
-          this.touch(id);
+          this.apply(id, undefined);
           return;
         }
         t.own--;
         const ms = this.o.clock.monotonic() - startedAt;
         t.avgMs = t.avgMs === null ? ms : t.avgMs * 0.8 + ms * 0.2;
         this.pump(id, t);
-        this.apply(id, t, true);
+        this.apply(id, t);
       },
     };
   }
@@ -213,26 +213,21 @@ export class WorkerActivity {
     }
   }
 
-  /** Write the counts into the record: one registry call, a transition only when idle ↔ busy flips. */
-  private apply(id: string, t: Tracker | undefined, touched: boolean): void {
+  /** Activity now: the counts and last_activity into the record in one registry call (idle ↔ busy by the transition table). */
+  private apply(id: string, t: Tracker | undefined): void {
     const w = this.o.registry.live(id);
     if (!w) return;
-    const patch: WorkerPatch = touched ? { last_activity: toSystemTime(this.o.clock.now()) } : {};
+    const patch: WorkerPatch = { last_activity: toSystemTime(this.o.clock.now()) };
     if (!t || w.state === "loading") {
-      if (touched) this.o.registry.update(id, patch);
+      this.o.registry.update(id, patch);
       return;
     }
     const inFlight = t.own + t.reported;
     patch.in_flight = inFlight;
     patch.slots_available = Math.max(0, t.total - inFlight);
     const state = patch.slots_available === 0 ? "busy" : "idle";
-    if (state === w.state) this.o.registry.update(id, patch);
-    else this.o.registry.transition(id, state, patch);
+    this.o.registry.transition(id, state, patch);
     if (inFlight === 0) for (const done of [...t.drains]) done(true);
-  }
-
-  private touch(id: string): void {
-    if (this.o.registry.live(id)) this.o.registry.update(id, { last_activity: toSystemTime(this.o.clock.now()) });
   }
 
   private busy(id: string, t: Tracker, why: string): HiveError {

@@ -17,7 +17,6 @@
  * and an `exited` event goes out; it is not in /v1/workers/list. Adoption runs before the hive
  * binds its port, so a new spawn can never take an adopted worker's port.
  */
-import { join } from "node:path";
 import { DEFAULT_WORKER_PROFILE, resolveProfile, type HiveConfig } from "../config.ts";
 import type { Clock } from "../shared/clock.ts";
 import { adoptProcess } from "../shared/daemon-lifecycle.ts";
@@ -32,6 +31,7 @@ import type { PersistedWorker, WorkerProcess } from "./persistence.ts";
 import type { ExitReason, WorkerExit, WorkerInfo } from "./schemas.ts";
 import type { AdoptedProcess } from "./survival.ts";
 import { isHealthyAnswer, localUrl } from "./worker-health.ts";
+import { workerLogFile } from "./worker-launcher.ts";
 
 /** What adoption needs of the lifecycle (WorkerLifecycleManager). */
 export interface AdoptingLifecycle {
@@ -153,7 +153,7 @@ async function probe(d: AdoptionDeps, record: WorkerInfo): Promise<string | null
 
 /** The final record of a worker that did not come back, with the last lines of its log. */
 function goneExit(d: AdoptionDeps, record: WorkerInfo, reason: ExitReason, message: string): WorkerExit {
-  const tail = lastLines(join(d.logsDir, `${record.id}.log`), STDERR_TAIL_LINES);
+  const tail = lastLines(workerLogFile(d.logsDir, record.id), STDERR_TAIL_LINES);
   return { reason, code: null, signal: null, message, stderr_tail: tail, at: toSystemTime(d.clock.now()) };
 }
 

@@ -11,7 +11,7 @@ import { errorMessage } from "../shared/errors.ts";
 import { toSystemTime } from "../shared/rbee-types.ts";
 import { exitRecord, PORT_CONFLICT_TAIL_LINES, spawnFailure, STDERR_TAIL_LINES } from "./exit-forensics.ts";
 import { endLoading, releasePort, type LifecycleDeps, type WorkerEntry, type WorkerTable } from "./lifecycle-context.ts";
-import type { WorkerPatch, WorkerSnapshot } from "./registry.ts";
+import type { WorkerSnapshot } from "./registry.ts";
 import type { RestartDecision } from "./restart.ts";
 import type { ExitReason, WorkerExit } from "./schemas.ts";
 import { advertisedUrl } from "./worker-health.ts";
@@ -99,17 +99,9 @@ export class ExitHandler {
     if (how === "stopped" && w) this.d.bus.publish("stopped", { worker_id: id });
   }
 
-  /** Back to `loading` (from idle/busy through the transition table, or stay there) with `patch`. */
-  toLoading(id: string, patch: WorkerPatch): void {
-    const w = this.d.registry.live(id);
-    if (!w) return;
-    if (w.state === "loading") this.d.registry.update(id, patch);
-    else this.d.registry.transition(id, "loading", patch);
-  }
-
   private scheduleRestart(id: string, entry: WorkerEntry, delayMs: number, attempt: number, reason: ExitReason): void {
     const at = this.d.clock.now() + delayMs;
-    this.toLoading(id, { phase: "restarting", next_restart_at: toSystemTime(at), slots_available: 0 });
+    this.d.registry.transition(id, "loading", { phase: "restarting", next_restart_at: toSystemTime(at), slots_available: 0 });
     this.d.bus.publish("restarting", { worker_id: id, attempt, delay_ms: delayMs, reason });
     this.d.logger.info("worker restart scheduled", { worker_id: id, attempt, delay_ms: delayMs, reason });
     entry.restartTimer = this.d.clock.setTimeout(() => {
@@ -123,7 +115,7 @@ export class ExitHandler {
    * no restart_count. The old port is quarantined, so the allocator hands out another one.
    */
   private relaunchOnAnotherPort(id: string, entry: WorkerEntry): void {
-    this.toLoading(id, { phase: "restarting", next_restart_at: null, slots_available: 0 });
+    this.d.registry.transition(id, "loading", { phase: "restarting", next_restart_at: null, slots_available: 0 });
     this.d.bus.publish("restarting", { worker_id: id, attempt: 0, delay_ms: 0, reason: "port_conflict" });
     this.d.logger.warn("worker could not bind its port; relaunching on another port", { worker_id: id, conflicts: entry.portConflicts });
     this.relaunch(id, entry, { countAsRestart: false });
@@ -159,7 +151,7 @@ export class ExitHandler {
   /** Parked without a process until an operator acts: its memory is given back (a retry re-admits it). */
   private enterCrashLoop(id: string, why: string): void {
     this.d.admission.release(id);
-    this.toLoading(id, { phase: "crash_loop", next_restart_at: null, crash_loop_reason: why, slots_available: 0, pid: null });
+    this.d.registry.transition(id, "loading", { phase: "crash_loop", next_restart_at: null, crash_loop_reason: why, slots_available: 0, pid: null });
     this.d.bus.publish("crash_loop", { worker_id: id, reason: why });
     this.d.logger.error("worker in crash loop; not restarting until asked", { worker_id: id, why });
   }

@@ -43,8 +43,6 @@ export interface LifecycleDeps {
   queen?: QueenNotifier;
   /** Base URL workers call back to, e.g. http://127.0.0.1:9200 (known once the socket is bound). */
   callbackBase: () => string;
-  /** Where to look for a worker binary "beside the hive executable". */
-  execDir?: string;
   /** Extra environment for every worker (tests use it to steer the fake worker). */
   workerEnv?: Record<string, string>;
   /** Echo of worker output (unset = not echoed). */

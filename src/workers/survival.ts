@@ -10,7 +10,6 @@
  *               hive to adopt;
  * and the tally behind the shutdown's summary line.
  */
-import { dirname, join } from "node:path";
 import { resolveProfile, type WorkerProfile } from "../config.ts";
 import { adoptProcess, type SupervisedChild } from "../shared/daemon-lifecycle.ts";
 import { errorMessage } from "../shared/errors.ts";
@@ -18,8 +17,8 @@ import type { ExitHandler } from "./exit-handler.ts";
 import { cancelRestartTimer, endLoading, newWorkerEntry, type LifecycleDeps, type WorkerEntry, type WorkerTable } from "./lifecycle-context.ts";
 import type { WorkerReadiness } from "./readiness.ts";
 import type { WorkerExit, WorkerInfo } from "./schemas.ts";
-import { resolveWorkerBinary } from "./worker-binary.ts";
-import type { WorkerLauncher } from "./worker-launcher.ts";
+import { binaryFor } from "./worker-binary.ts";
+import { workerLogFile, type WorkerLauncher } from "./worker-launcher.ts";
 
 /** The process of a saved worker that was found running as the same process (adoption.ts). */
 export interface AdoptedProcess {
@@ -53,7 +52,7 @@ export class WorkerSurvival {
       pid: proc.pid,
       pgid: proc.pgid,
       startTime: proc.startTime,
-      logFile: join(this.d.logsDir, `${id}.log`),
+      logFile: workerLogFile(this.d.logsDir, id),
       ringLines: this.d.config.workers.log_ring_lines,
       echo: this.d.echo,
       onOutput: () => entry.deadline?.touch(),
@@ -156,7 +155,7 @@ export class WorkerSurvival {
     }
     let binary: string;
     try {
-      binary = resolveWorkerBinary({ profileName, binary: profile.binary, configuredBinary: cfg.workers.binary, execDir: this.d.execDir ?? dirname(process.execPath) });
+      binary = binaryFor(cfg, profileName, profile);
     } catch {
       binary = profile.binary; // needed only for a relaunch, which then fails as spawn_failed
     }

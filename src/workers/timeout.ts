@@ -3,6 +3,7 @@
  * but never past the hard cap. Upstream's fixed 30 s killed every large model.
  */
 import type { Clock, Timer } from "../shared/clock.ts";
+import { fromSystemTime, type SystemTime } from "../shared/rbee-types.ts";
 
 export type DeadlineKind = "stalled" | "hard_cap";
 
@@ -67,8 +68,8 @@ interface IdleCandidate {
   readonly phase: string;
   readonly in_flight: number;
   readonly keep_alive_s: number | null;
-  readonly last_activity: { readonly secs_since_epoch: number; readonly nanos_since_epoch: number };
-  readonly ready_at: { readonly secs_since_epoch: number; readonly nanos_since_epoch: number } | null;
+  readonly last_activity: SystemTime;
+  readonly ready_at: SystemTime | null;
 }
 
 export interface IdleReaperOptions {
@@ -85,7 +86,6 @@ export interface IdleReaperOptions {
   stopIdle: (id: string, idleMs: number, timeoutS: number) => void;
 }
 
-const msOf = (t: { readonly secs_since_epoch: number; readonly nanos_since_epoch: number }) => t.secs_since_epoch * 1000 + t.nanos_since_epoch / 1e6;
 
 /**
  * Every `check_interval_s` each ready worker with nothing in flight whose last activity (a request
@@ -120,7 +120,7 @@ export class IdleReaper {
       if (w.state !== "idle" || w.phase !== "running" || w.in_flight > 0) continue;
       const timeoutS = w.keep_alive_s ?? this.o.timeoutS;
       if (timeoutS <= 0) continue;
-      const since = Math.max(msOf(w.last_activity), w.ready_at ? msOf(w.ready_at) : -Infinity);
+      const since = Math.max(fromSystemTime(w.last_activity), w.ready_at ? fromSystemTime(w.ready_at) : -Infinity);
       const idleMs = now - since;
       if (idleMs >= timeoutS * 1000) this.o.stopIdle(w.id, idleMs, timeoutS);
     }

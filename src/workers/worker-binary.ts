@@ -4,8 +4,8 @@
  * executable, then PATH. A missing binary is a clear 500 naming every place looked at.
  */
 import { accessSync, constants, statSync } from "node:fs";
-import { join } from "node:path";
-import { DEFAULT_WORKER_PROFILE } from "../config.ts";
+import { dirname, join } from "node:path";
+import { DEFAULT_WORKER_PROFILE, type HiveConfig, type WorkerProfile } from "../config.ts";
 import { HiveError } from "../shared/errors.ts";
 
 export interface BinaryLookup {
@@ -16,6 +16,11 @@ export interface BinaryLookup {
   configuredBinary: string;
   /** Directory of the hive executable. */
   execDir: string;
+}
+
+/** A profile's binary under this hive's config, looked up beside this executable by default. */
+export function binaryFor(config: HiveConfig, profileName: string, profile: WorkerProfile, execDir = dirname(process.execPath)): string {
+  return resolveWorkerBinary({ profileName, binary: profile.binary, configuredBinary: config.workers.binary, execDir });
 }
 
 export function resolveWorkerBinary({ profileName, binary, configuredBinary, execDir }: BinaryLookup): string {

@@ -12,6 +12,9 @@ import type { WorkerSnapshot } from "./registry.ts";
 import { LoadDeadline } from "./timeout.ts";
 
 /** `{name}` placeholders substituted per argument (no shell ever sees them). */
+/** A worker's stdout and stderr: `<logs dir>/<id>.log` (strays.ts finds workers by this too). */
+export const workerLogFile = (logsDir: string, id: string): string => join(logsDir, `${id}.log`);
+
 export function substituteArgs(templates: readonly string[], vars: Record<string, string>): string[] {
   return templates.map((a) => a.replace(/\{([a-z_]+)\}/g, (m, k: string) => (k in vars ? vars[k]! : m)));
 }
@@ -62,7 +65,7 @@ export class WorkerLauncher {
       // The context the memory estimate was sized for (llama-server: "-c", "{context}").
       ...(entry.memory ? { context: String(entry.memory.need.context_length) } : {}),
     });
-    const logFile = join(this.d.logsDir, `${id}.log`);
+    const logFile = workerLogFile(this.d.logsDir, id);
     rotateIfLarger(logFile, this.d.config.workers.log_file_max_mb * 1024 * 1024);
     return this.d.spawner({
       id,

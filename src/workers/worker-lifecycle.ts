@@ -10,7 +10,6 @@
  *   operator: stop, restart, logs (here)
  */
 import { randomUUID } from "node:crypto";
-import { dirname } from "node:path";
 import { resolveProfile, type WorkerProfile } from "../config.ts";
 import { errorMessage, HiveError, invalidInput, notFound } from "../shared/errors.ts";
 import { validateIdentifier } from "../shared/input-validation.ts";
@@ -34,7 +33,7 @@ import { newWorkerRecord, unknownWorker, type WorkerSnapshot } from "./registry.
 import { newRestartHistory } from "./restart.ts";
 import type { Heartbeat, ReadyCallback, SpawnRequest, SpawnResponse, WorkerExit, WorkerInfo } from "./schemas.ts";
 import { advertisedUrl, localUrl } from "./worker-health.ts";
-import { resolveWorkerBinary } from "./worker-binary.ts";
+import { binaryFor } from "./worker-binary.ts";
 import { WorkerLauncher } from "./worker-launcher.ts";
 import { ShutdownTally, WorkerSurvival, type AdoptedProcess } from "./survival.ts";
 
@@ -143,12 +142,7 @@ export class WorkerLifecycleManager {
     if (!profile.backends.includes(backend)) {
       throw new HiveError(400, "UNSUPPORTED_BACKEND", `backend "${backend}" is not supported by profile "${profileName}"; supported: ${profile.backends.join(", ")}`);
     }
-    const binary = resolveWorkerBinary({
-      profileName,
-      binary: profile.binary,
-      configuredBinary: cfg.workers.binary,
-      execDir: this.d.execDir ?? dirname(process.execPath),
-    });
+    const binary = binaryFor(cfg, profileName, profile);
     return { backend, profileName, profile, binary };
   }
 
@@ -173,16 +167,13 @@ export class WorkerLifecycleManager {
     );
   }
 
+  /** Callers have checked that `entry` is still this worker's (mayContinue); finish releases it. */
   private failBeforeStart(id: string, entry: WorkerEntry, message: string): void {
-    const w = this.d.registry.live(id);
-    if (!w) return;
+    if (!this.d.registry.live(id) || this.table.entries.get(id) !== entry) return;
     this.d.registry.recordExit(id, spawnFailure(message, this.d.clock.now()));
     this.d.bus.publish("spawn_failed", { worker_id: id, message });
     this.d.logger.warn("worker could not start", { worker_id: id, err: message });
-    releasePort(this.d.ports, entry, w.port);
-    this.d.admission.release(id);
-    this.table.entries.delete(id);
-    this.d.registry.retire(id);
+    this.exits.finish(id, "gone");
   }
 
   // ---------------------------------------------------------------- what workers and the monitor report
@@ -313,7 +304,7 @@ export class WorkerLifecycleManager {
       releasePort(this.d.ports, entry, w.port, true);
       this.d.registry.recordExit(id, exitRecord({ ...entry, state: w.state }, child.exit!, child.tail(STDERR_TAIL_LINES, "stderr")));
     }
-    this.exits.toLoading(id, { phase: "restarting", crash_loop_reason: null, next_restart_at: null, pid: null });
+    this.d.registry.transition(id, "loading", { phase: "restarting", crash_loop_reason: null, next_restart_at: null, pid: null });
     this.d.bus.publish("restarting", { worker_id: id, attempt: 0, delay_ms: 0, reason: "requested" });
     this.exits.relaunch(id, entry);
     return this.d.registry.live(id) ?? w;

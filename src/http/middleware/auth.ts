@@ -10,8 +10,8 @@ import { Elysia } from "elysia";
 import { checkBearer } from "../../shared/auth-min.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { jsonError } from "../errors.ts";
-import { contextOf } from "../../shared/correlation.ts";
 import { pathOf, readBounded } from "../request-path.ts";
+import { STATUS_PAGE_PATHS } from "../status-page.ts";
 
 /** What the hive says about a worker callback that carries no valid token. */
 export type CallbackAccess = "allow" | "unknown" | "deny";
@@ -22,8 +22,6 @@ export interface AuthEvent {
   method: string;
   fingerprint?: string;
   reason?: string;
-  /** The request's X-Correlation-ID (src/shared/correlation.ts). */
-  correlation_id: string;
 }
 
 export interface AuthOptions {
@@ -37,7 +35,7 @@ export interface AuthOptions {
 }
 
 /** The status page's files are public too (src/http/status-page.ts): the page itself asks for the token. */
-export const PUBLIC_PATHS = new Set(["/v1/health", "/metrics", "/openapi", "/openapi/json", "/", "/ui/app.js", "/ui/app.css"]);
+export const PUBLIC_PATHS = new Set<string>(["/v1/health", "/metrics", "/openapi", "/openapi/json", ...STATUS_PAGE_PATHS]);
 export const CALLBACK_PATHS = new Set(["/v1/workers/ready", "/v1/heartbeat", "/v1/workers/ready/v1/heartbeat"]);
 /** A callback body is a handful of fields; anything larger is not a worker talking. */
 const MAX_CALLBACK_BODY_BYTES = 16 * 1024;
@@ -62,7 +60,7 @@ export const authPlugin = (opts: AuthOptions) =>
     if (isPublicPath(path)) return;
     const outcome = checkBearer(request.headers.get("authorization"), opts.token);
     if (outcome.ok) {
-      opts.onAuthEvent?.({ outcome: "success", path, method: request.method, fingerprint: outcome.fingerprint, correlation_id: contextOf(request).correlationId }, request);
+      opts.onAuthEvent?.({ outcome: "success", path, method: request.method, fingerprint: outcome.fingerprint }, request);
       return;
     }
     if (CALLBACK_PATHS.has(path) && request.method === "POST" && opts.callbackAccess) {
@@ -71,9 +69,6 @@ export const authPlugin = (opts: AuthOptions) =>
       if (access === "unknown") return jsonError(404, "WORKER_NOT_FOUND", "no worker with this worker_id was spawned by this hive");
     }
     opts.logger.warn("auth failed", { method: request.method, path, code: outcome.error.code, token: outcome.fingerprint });
-    opts.onAuthEvent?.(
-      { outcome: "failure", path, method: request.method, fingerprint: outcome.fingerprint, reason: outcome.error.code, correlation_id: contextOf(request).correlationId },
-      request,
-    );
+    opts.onAuthEvent?.({ outcome: "failure", path, method: request.method, fingerprint: outcome.fingerprint, reason: outcome.error.code }, request);
     return jsonError(401, outcome.error.code, outcome.error.message);
   });

@@ -14,6 +14,8 @@ import css from "./app.css" with { type: "text" };
 export interface Asset {
   body: string;
   contentType: string;
+  /** sha256 prefix of the body: the page's cache-busting query and the ETag. */
+  tag: string;
   etag: string;
 }
 
@@ -26,7 +28,8 @@ function text(what: string, value: unknown): string {
 const tagOf = (body: string) => new Bun.CryptoHasher("sha256").update(body).digest("hex").slice(0, 16);
 
 function asset(body: string, contentType: string): Asset {
-  return { body, contentType, etag: `"${tagOf(body)}"` };
+  const tag = tagOf(body);
+  return { body, contentType, tag, etag: `"${tag}"` };
 }
 
 /**
@@ -47,7 +50,7 @@ export const STYLE = asset(text("app.css", css), "text/css; charset=utf-8");
 export function pageFor(auth: "token" | "none"): Asset {
   const body = text("index.html", html)
     .replace("__RBEE_AUTH__", auth)
-    .replace("__RBEE_JS_TAG__", tagOf(SCRIPT.body))
-    .replace("__RBEE_CSS_TAG__", tagOf(STYLE.body));
+    .replace("__RBEE_JS_TAG__", SCRIPT.tag)
+    .replace("__RBEE_CSS_TAG__", STYLE.tag);
   return asset(body, "text/html; charset=utf-8");
 }

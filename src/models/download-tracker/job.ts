@@ -52,7 +52,6 @@ export class DownloadJob {
   readonly done = deferred<CatalogEntry>();
   readonly planned = deferred<void>();
   state: JobState = "planning";
-  commit: string | null = null;
   finishedAt: number | null = null;
   localPath: string | null = null;
   error: { code: string; message: string } | null = null;
@@ -94,7 +93,7 @@ export class DownloadJob {
       model_ref: this.modelRef,
       revision: this.revision,
       state: this.state,
-      commit: this.commit,
+      commit: this.plan?.commit ?? null,
       bytes_downloaded: this.progress.bytes_downloaded,
       bytes_total: this.progress.bytes_total,
       files_done: this.progress.files_done,

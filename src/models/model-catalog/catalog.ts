@@ -241,6 +241,12 @@ export class ModelCatalog {
     return { ok: problems.length === 0, problems };
   }
 
+  /** The entry of a model whose files are all on disk with their recorded sizes, or null. */
+  getOnDisk(modelRef: string, revision?: string): CatalogEntry | null {
+    const entry = this.get(modelRef, revision);
+    return entry && this.checkOnDisk(entry).ok ? entry : null;
+  }
+
   close(): void {
     this.db.close(false);
   }

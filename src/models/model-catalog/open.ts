@@ -22,17 +22,11 @@ export interface OpenCatalogOptions {
   rebuild: (catalog: ModelCatalog) => string[];
 }
 
-export interface OpenedCatalog {
-  catalog: ModelCatalog;
-  /** Where a damaged file was moved to, or null when the catalog was sound (or new). */
-  movedTo: string | null;
-}
-
-export function openCatalog(o: OpenCatalogOptions): OpenedCatalog {
+export function openCatalog(o: OpenCatalogOptions): ModelCatalog {
   const clock = o.clock ?? systemClock;
   const existed = existingSuffixes(o.path);
   const damage = findDamage(o.path);
-  if (damage === null) return { catalog: new ModelCatalog({ path: o.path, clock, logger: o.logger }), movedTo: null };
+  if (damage === null) return new ModelCatalog({ path: o.path, clock, logger: o.logger });
   const movedTo = moveAside(o.path, clock.now(), existed);
   const catalog = new ModelCatalog({ path: o.path, clock, logger: o.logger });
   const rebuilt = o.rebuild(catalog);
@@ -40,5 +34,5 @@ export function openCatalog(o: OpenCatalogOptions): OpenedCatalog {
     damage,
     rebuilt,
   });
-  return { catalog, movedTo };
+  return catalog;
 }

@@ -100,10 +100,6 @@ export class HubClient {
     this.policy = opts.policy;
   }
 
-  get hasToken(): boolean {
-    return this.token !== undefined;
-  }
-
   /** True when `url` is on the hub's own origin (the only place the token may go). */
   isHubOrigin(url: string): boolean {
     try {

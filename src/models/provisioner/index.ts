@@ -9,7 +9,6 @@ export type {
   ProvisionOptions,
   StatfsLike,
 } from "./provisioner.ts";
-export { TUNING as PROVISIONER_TUNING } from "./options.ts";
 export { HubClient, encodeRepoPath } from "./hub-client.ts";
 export type { HubClientOptions, RemoteFile, RepoRevision, HubFileHeaders, FetchFn } from "./hub-client.ts";
 export { HfCacheRepo, repoFolderName } from "./hf-cache.ts";

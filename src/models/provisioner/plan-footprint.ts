@@ -10,8 +10,8 @@ import { readGgufModelRemote } from "../../resources/gguf.ts";
 import type { ModelFootprint } from "../../shared/model-source.ts";
 import type { HubClient } from "./hub-client.ts";
 import type { ModelPlan } from "./plan.ts";
+import { isGguf } from "./select.ts";
 
-const isGguf = (path: string) => path.toLowerCase().endsWith(".gguf");
 const isConfig = (path: string) => path.toLowerCase() === "config.json";
 
 export async function planFootprint(plan: ModelPlan, client: HubClient, signal?: AbortSignal): Promise<ModelFootprint> {

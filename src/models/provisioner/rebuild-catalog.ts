@@ -10,18 +10,16 @@
  * `hf:org/repo:Q4_K_M` depend on the hub's file list), safetensors sets, and `file:` models. Those
  * return on their next download or spawn request, with the blobs already on disk reused.
  */
-import { readFileSync, readdirSync, statSync } from "node:fs";
+import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { ModelCatalog } from "../model-catalog/catalog.ts";
-import { parseModelRef } from "../model-catalog/model-ref.ts";
+import { isCommitSha, parseModelRef } from "../model-catalog/model-ref.ts";
 import { errorMessage } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { silentLogger } from "../../shared/logger.ts";
 import { HfCacheRepo } from "./hf-cache.ts";
 import type { RemoteFile } from "./hub-client.ts";
-import { selectFiles, type Selection } from "./select.ts";
-
-const COMMIT = /^[0-9a-f]{40}$/;
+import { isGguf, selectFiles, type Selection } from "./select.ts";
 
 /** Register what the cache holds; returns the registered refs (`ref` or `ref@revision`), sorted. */
 export function rebuildCatalogFromCache(catalog: ModelCatalog, modelsDir: string, logger: Logger = silentLogger): string[] {
@@ -33,8 +31,8 @@ export function rebuildCatalogFromCache(catalog: ModelCatalog, modelsDir: string
     } catch {
       continue;
     }
-    const revisionsOf = refsByCommit(cache.refsDir);
-    for (const commit of listDir(cache.snapshotsDir).filter((c) => COMMIT.test(c))) {
+    const revisionsOf = refsByCommit(cache);
+    for (const commit of listDir(cache.snapshotsDir).filter(isCommitSha)) {
       const files = cache.snapshotFiles(commit) ?? [];
       for (const selection of ggufModels(repo, files)) {
         const modelRef = `hf:${repo}/${selection.primary}`;
@@ -77,7 +75,7 @@ function cachedRepos(modelsDir: string): string[] {
 }
 
 /** commit → the revisions (branch/tag names, possibly with '/') whose ref file names it. */
-function refsByCommit(refsDir: string): Map<string, string[]> {
+function refsByCommit(cache: HfCacheRepo): Map<string, string[]> {
   const out = new Map<string, string[]>();
   const walk = (dir: string, prefix: string, depth: number) => {
     if (depth > 8) return;
@@ -92,28 +90,19 @@ function refsByCommit(refsDir: string): Map<string, string[]> {
       } catch {
         continue;
       }
-      const commit = readCommit(full);
+      const commit = cache.readRef(revision);
       if (commit) out.set(commit, [...(out.get(commit) ?? []), revision].sort());
     }
   };
-  walk(refsDir, "", 0);
+  walk(cache.refsDir, "", 0);
   return out;
-}
-
-function readCommit(path: string): string | null {
-  try {
-    const v = readFileSync(path, "utf8").trim();
-    return COMMIT.test(v) ? v : null;
-  } catch {
-    return null;
-  }
 }
 
 /** Each complete GGUF model of a snapshot, as the exact-file selection would pick it. */
 function ggufModels(repo: string, files: RemoteFile[]): Selection[] {
   const byPrimary = new Map<string, Selection>();
   for (const f of files) {
-    if (!f.path.toLowerCase().endsWith(".gguf")) continue;
+    if (!isGguf(f.path)) continue;
     try {
       const s = selectFiles(repo, { kind: "file", path: f.path }, files, []);
       if (s.primary) byPrimary.set(s.primary, s);

@@ -101,7 +101,7 @@ function ggufSelection(g: Group, quant: string | null, selectedBy: Selection["se
   return { files: g.files, format: "gguf", quantization: quant ?? detectQuant(g.key), primary: g.key, selectedBy };
 }
 
-function isGguf(p: string): boolean {
+export function isGguf(p: string): boolean {
   return p.toLowerCase().endsWith(".gguf");
 }
 
